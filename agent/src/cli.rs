@@ -1,0 +1,82 @@
+//! The command line: flags and subcommands, dispatched to the module that does the work.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::exit;
+use crate::validate::{self, Format, KindArg};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agent",
+    version,
+    about = "Runs CodeBuild buildspecs in containers and CodeDeploy appspecs on hosts",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check buildspec and appspec files: every problem with file:line:column and a hint.
+    ///
+    /// Exits 0 when every file is valid (warnings allowed), 2 when any is not.
+    Validate {
+        /// Files to check; `-` reads standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// What the files are; `auto` decides from their content.
+        #[arg(long, value_enum, default_value_t = KindArg::Auto)]
+        kind: KindArg,
+        /// `human` for people, `json` for tools.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Colors in human output.
+        #[arg(long, value_enum, default_value_t = Color::Auto)]
+        color: Color,
+    },
+    /// Print the agent's version.
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+            }
+        }
+    }
+}
+
+/// Parses the command line and runs the command; the exit code follows DESIGN.md.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Command::Validate {
+            files,
+            kind,
+            format,
+            color,
+        } => validate::run(&files, kind, format, color.enabled()),
+        Command::Version => {
+            println!("agent {}", env!("CARGO_PKG_VERSION"));
+            exit::SUCCESS
+        }
+    };
+    ExitCode::from(status)
+}

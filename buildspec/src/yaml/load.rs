@@ -1,0 +1,494 @@
+//! Turns the YAML event stream into a [`Node`] tree with byte spans.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span as YamlSpan};
+
+use super::{Node, Style, Value};
+use crate::diag::{Code, Diagnostics};
+use crate::source::{Source, Span};
+
+/// Nesting deeper than this is refused: no buildspec needs it, and it bounds recursion.
+const MAX_DEPTH: usize = 64;
+/// Nodes allowed after aliases are expanded, so a few lines cannot expand into gigabytes.
+const MAX_NODES: usize = 250_000;
+
+enum Frame {
+    Seq {
+        start: usize,
+        flow: bool,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: usize,
+        flow: bool,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+struct Loader<'d, 's> {
+    diags: &'d mut Diagnostics<'s>,
+    source: &'s Source,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, (Node, usize)>,
+    nodes: usize,
+    documents: Vec<Node>,
+}
+
+/// Parses `source` into one document. Problems go to `diags`; `None` means there is
+/// nothing usable (a syntax error, or an empty stream).
+pub(crate) fn load<'s>(source: &'s Source, diags: &mut Diagnostics<'s>) -> Option<Node> {
+    let mut loader = Loader {
+        diags,
+        source,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+        documents: Vec::new(),
+    };
+    let parser = Parser::new_from_str(source.text());
+    for event in parser {
+        match event {
+            Ok((event, span)) => {
+                if let Err(LoadAbort) = loader.on_event(event, span) {
+                    return None;
+                }
+            }
+            Err(error) => {
+                loader.syntax_error(&error);
+                return None;
+            }
+        }
+    }
+    let mut documents = loader.documents.into_iter();
+    let first = documents.next()?;
+    if let Some(second) = documents.next() {
+        loader.diags.error(
+            Code::MultipleDocuments,
+            second.span,
+            "the file holds more than one YAML document",
+            "keep a single document: remove the `---` line that starts the second one",
+        );
+    }
+    Some(first)
+}
+
+struct LoadAbort;
+
+impl Loader<'_, '_> {
+    fn span(&self, span: YamlSpan) -> Span {
+        let start = self.source.offset_of(span.start.line(), span.start.col());
+        let end = self.source.offset_of(span.end.line(), span.end.col());
+        Span::new(start, end)
+    }
+
+    fn on_event(&mut self, event: Event<'_>, span: YamlSpan) -> Result<(), LoadAbort> {
+        let span = self.span(span);
+        match event {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let style = match style {
+                    ScalarStyle::Plain => Style::Plain,
+                    ScalarStyle::SingleQuoted => Style::SingleQuoted,
+                    ScalarStyle::DoubleQuoted => Style::DoubleQuoted,
+                    ScalarStyle::Literal => Style::Literal,
+                    ScalarStyle::Folded => Style::Folded,
+                };
+                let span = if matches!(style, Style::Literal | Style::Folded) {
+                    Span::new(self.block_indicator_start(span.start), span.end)
+                } else {
+                    span
+                };
+                let node = Node {
+                    value: Value::Scalar {
+                        text: text.into_owned(),
+                        style,
+                    },
+                    span,
+                };
+                self.count(1, span)?;
+                self.complete(node, anchor)
+            }
+            Event::Alias(id) => {
+                let Some((node, size)) = self.anchors.get(&id).cloned() else {
+                    self.diags.error(
+                        Code::YamlSyntax,
+                        span,
+                        "this alias names no anchor defined before it",
+                        "define the anchor (`&name`) before using `*name`, or quote the value if `*` is meant literally",
+                    );
+                    return Err(LoadAbort);
+                };
+                self.count(size, span)?;
+                // The alias stands where it is written, so errors inside point here.
+                let node = Node { span, ..node };
+                self.complete(node, 0)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.enter(span)?;
+                let flow = self.source.text()[span.start..].starts_with('[');
+                self.stack.push(Frame::Seq {
+                    start: span.start,
+                    flow,
+                    anchor,
+                    items: Vec::new(),
+                });
+                Ok(())
+            }
+            Event::MappingStart(anchor, _) => {
+                self.enter(span)?;
+                let flow = self.source.text()[span.start..].starts_with('{');
+                self.stack.push(Frame::Map {
+                    start: span.start,
+                    flow,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                });
+                Ok(())
+            }
+            Event::SequenceEnd => match self.stack.pop() {
+                Some(Frame::Seq {
+                    start,
+                    flow,
+                    anchor,
+                    items,
+                }) => {
+                    let end = collection_end(flow, span, items.iter().map(|n| n.span.end));
+                    let node = Node {
+                        value: Value::Seq(items),
+                        span: Span::new(start, end),
+                    };
+                    self.count(1, node.span)?;
+                    self.complete(node, anchor)
+                }
+                _ => Ok(()),
+            },
+            Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Map {
+                    start,
+                    flow,
+                    anchor,
+                    entries,
+                    ..
+                }) => {
+                    let end = collection_end(flow, span, entries.iter().map(|(_, v)| v.span.end));
+                    let entries = self.check_keys(entries);
+                    let node = Node {
+                        value: Value::Map(entries),
+                        span: Span::new(start, end),
+                    };
+                    self.count(1, node.span)?;
+                    self.complete(node, anchor)
+                }
+                _ => Ok(()),
+            },
+            Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd
+            | Event::Nothing => Ok(()),
+        }
+    }
+
+    fn enter(&mut self, span: Span) -> Result<(), LoadAbort> {
+        if self.stack.len() >= MAX_DEPTH {
+            self.diags.error(
+                Code::DocumentTooLarge,
+                span,
+                format!("the document nests more than {MAX_DEPTH} levels deep"),
+                "flatten the structure: no buildspec or appspec key needs this depth",
+            );
+            return Err(LoadAbort);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, nodes: usize, span: Span) -> Result<(), LoadAbort> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        if self.nodes > MAX_NODES {
+            self.diags.error(
+                Code::DocumentTooLarge,
+                span,
+                format!("the document expands to more than {MAX_NODES} values"),
+                "aliases (`*name`) here repeat large parts of the file; write the values out or use fewer aliases",
+            );
+            return Err(LoadAbort);
+        }
+        Ok(())
+    }
+
+    /// Hands a finished node to its parent, or makes it a document.
+    fn complete(&mut self, node: Node, anchor: usize) -> Result<(), LoadAbort> {
+        if anchor != 0 {
+            let size = subtree_size(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        match self.stack.last_mut() {
+            None => self.documents.push(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+        Ok(())
+    }
+
+    /// Reports duplicate keys (the later one would silently replace the earlier) and applies
+    /// YAML merge keys (`<<: *defaults`).
+    fn check_keys(&mut self, entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+        let mut kept: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+        let mut merges = Vec::new();
+        for (key, value) in entries {
+            let Some(name) = key.scalar() else {
+                kept.push((key, value));
+                continue;
+            };
+            if name == "<<" && key.style() == Some(Style::Plain) {
+                merges.push(value);
+                continue;
+            }
+            let name = name.trim();
+            if let Some((first, _)) = kept
+                .iter()
+                .find(|(k, _)| k.scalar().map(str::trim) == Some(name))
+            {
+                let line = self.source.position(first.span.start).line;
+                self.diags.error(
+                    Code::DuplicateKey,
+                    key.span,
+                    format!("`{name}` is defined twice in this mapping (first on line {line})"),
+                    "YAML keeps only one of them: merge the two into one entry",
+                );
+                continue;
+            }
+            kept.push((key, value));
+        }
+        for merge in merges {
+            let sources = match merge.value {
+                Value::Map(_) => vec![merge],
+                Value::Seq(items) => items,
+                Value::Scalar { .. } => {
+                    self.diags.error(
+                        Code::WrongType,
+                        merge.span,
+                        "a merge key (`<<`) must refer to a mapping",
+                        "write `<<: *anchor` where `&anchor` marks a mapping",
+                    );
+                    continue;
+                }
+            };
+            for source in sources {
+                let Value::Map(extra) = source.value else {
+                    continue;
+                };
+                for (key, value) in extra {
+                    let present = kept
+                        .iter()
+                        .any(|(k, _)| k.scalar().map(str::trim) == key.scalar().map(str::trim));
+                    if !present {
+                        kept.push((key, value));
+                    }
+                }
+            }
+        }
+        kept
+    }
+
+    /// Block scalars are reported by the parser from their first content line; errors about a
+    /// `- |` command read better pointing at the `|`.
+    fn block_indicator_start(&self, content_start: usize) -> usize {
+        let text = self.source.text();
+        let before = text[..content_start].trim_end();
+        let indicator_start = before
+            .rfind(|c: char| c.is_whitespace())
+            .map_or(0, |i| i + 1);
+        let indicator = &before[indicator_start..];
+        if indicator.starts_with('|') || indicator.starts_with('>') {
+            indicator_start
+        } else {
+            content_start
+        }
+    }
+
+    fn syntax_error(&mut self, error: &ScanError) {
+        let marker = error.marker();
+        let mut offset = self.source.offset_of(marker.line(), marker.col());
+        let info = error.info();
+        if info.contains("recursion limit") {
+            let end = (offset + 1).min(self.source.text().len());
+            self.diags.error(
+                Code::DocumentTooLarge,
+                Span::new(offset, offset.max(end)),
+                "the document nests too deeply",
+                "flatten the structure: no buildspec or appspec key needs this depth",
+            );
+            return;
+        }
+        let mut message = format!("invalid YAML: {info}");
+        let mut hint = syntax_hint(info).to_string();
+        // A tab in indentation confuses the parser into pointing elsewhere; find it.
+        let last_line = (marker.line() + 1).min(self.source.line_count());
+        if let Some(line) = (1..=last_line).find(|&l| {
+            let text = self.source.line_text(l);
+            let indent = &text[..text.len() - text.trim_start().len()];
+            indent.contains('\t')
+        }) {
+            let text = self.source.line_text(line);
+            let col = text.chars().position(|c| c == '\t').unwrap_or(0);
+            offset = self.source.offset_of(line, col);
+            message = "invalid YAML: a tab character is used for indentation".to_string();
+            hint = "YAML indents with spaces only: replace the tab with spaces".to_string();
+        }
+        let end = (offset + 1).min(self.source.text().len());
+        let end = if self.source.text().is_char_boundary(end) {
+            end
+        } else {
+            offset
+        };
+        self.diags
+            .error(Code::YamlSyntax, Span::new(offset, end), message, hint);
+    }
+}
+
+fn collection_end(flow: bool, end_event: Span, child_ends: impl Iterator<Item = usize>) -> usize {
+    if flow {
+        end_event.end
+    } else {
+        child_ends.max().unwrap_or(end_event.start)
+    }
+}
+
+fn subtree_size(node: &Node) -> usize {
+    match &node.value {
+        Value::Scalar { .. } => 1,
+        Value::Seq(items) => 1 + items.iter().map(subtree_size).sum::<usize>(),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| subtree_size(k) + subtree_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+fn syntax_hint(info: &str) -> &'static str {
+    if info.contains("mapping values are not allowed") {
+        "a value holds `: ` (colon and space): quote the whole value, e.g. `- \"echo key: value\"`"
+    } else if info.contains("alias") || info.contains("anchor") {
+        "a value starting with `*` or `&` is read as an alias or anchor: quote it, e.g. `- '**/*'`"
+    } else if info.contains("tab") {
+        "YAML indents with spaces only: replace the tab with spaces"
+    } else if info.contains("block") || info.contains("indentation") {
+        "check the indentation of this line against the lines above it"
+    } else {
+        "check indentation and quoting here: quote values containing `: `, ` #`, or starting with `*`, `&`, `!`, `%`, `@`, `{`, `[`"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Option<Node>, Vec<crate::diag::Diagnostic>) {
+        let source = Source::new("t.yml", text);
+        let mut diags = Diagnostics::new(&source);
+        let node = load(&source, &mut diags);
+        (node, diags.finish())
+    }
+
+    #[test]
+    fn scalars_keep_their_text_and_spans() {
+        let (node, diags) = parse("a: 012345678901\nb: 'x y'\n");
+        assert!(diags.is_empty());
+        let Some(Node {
+            value: Value::Map(entries),
+            ..
+        }) = node
+        else {
+            panic!("expected a mapping");
+        };
+        assert_eq!(entries[0].1.scalar(), Some("012345678901"));
+        assert_eq!(entries[0].1.span, Span::new(3, 15));
+        assert_eq!(entries[1].1.scalar(), Some("x y"));
+        assert_eq!(entries[1].1.style(), Some(Style::SingleQuoted));
+    }
+
+    #[test]
+    fn aliases_and_merge_keys_expand() {
+        let (node, diags) = parse("d: &d {x: 1, y: 2}\ne:\n  <<: *d\n  y: 3\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        let Some(Node {
+            value: Value::Map(entries),
+            ..
+        }) = node
+        else {
+            panic!("expected a mapping");
+        };
+        let Value::Map(e) = &entries[1].1.value else {
+            panic!("expected a mapping");
+        };
+        let pairs: Vec<_> = e
+            .iter()
+            .map(|(k, v)| (k.scalar().unwrap_or(""), v.scalar().unwrap_or("")))
+            .collect();
+        assert_eq!(pairs, vec![("y", "3"), ("x", "1")]);
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let (node, diags) = parse(&text);
+        assert!(node.is_none());
+        assert_eq!(diags[0].code, Code::DocumentTooLarge);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let text = format!("a: {}{}", "[".repeat(500), "]".repeat(500));
+        let (node, diags) = parse(&text);
+        assert!(node.is_none());
+        assert_eq!(diags[0].code, Code::DocumentTooLarge);
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let (_, diags) = parse("a: 1\nb: 2\na: 3\n");
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].code, Code::DuplicateKey);
+        assert_eq!((diags[0].start.line, diags[0].start.column), (3, 1));
+    }
+
+    #[test]
+    fn tabs_in_indentation_are_pointed_at() {
+        let (node, diags) = parse("version: 0.2\n\tphases:\n");
+        assert!(node.is_none());
+        assert_eq!((diags[0].start.line, diags[0].start.column), (2, 1));
+        assert!(diags[0].message.contains("tab"));
+    }
+
+    #[test]
+    fn block_scalars_span_from_their_indicator() {
+        let (node, _) = parse("c:\n  - |\n    a\n    b\n");
+        let Some(Node {
+            value: Value::Map(entries),
+            ..
+        }) = node
+        else {
+            panic!("expected a mapping");
+        };
+        let Value::Seq(items) = &entries[0].1.value else {
+            panic!("expected a list");
+        };
+        assert_eq!(items[0].span.start, 7);
+    }
+}
