@@ -196,7 +196,14 @@ impl<'s> Decoder<'s> {
     }
 
     /// A whole number in `min..=max`, written plain or quoted.
-    pub fn number(&mut self, node: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
+    pub fn number(
+        &mut self,
+        node: &Node,
+        path: &str,
+        range: (u64, u64),
+        hint: &str,
+    ) -> Option<u64> {
+        let (min, max) = range;
         let value = node.scalar().and_then(|t| t.trim().parse::<u64>().ok());
         match value {
             Some(v) if (min..=max).contains(&v) => Some(v),
@@ -209,7 +216,7 @@ impl<'s> Decoder<'s> {
                     Code::InvalidValue,
                     node.span,
                     format!("`{path}` must be a whole number from {min} to {max}, not {shown}"),
-                    format!("write a number such as `{}`", min.max(1).min(max)),
+                    hint,
                 );
                 None
             }

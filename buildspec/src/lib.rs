@@ -154,14 +154,15 @@ fn detect(source: &Source, root: Option<&yaml::Node>) -> Kind {
     };
     let mut appspec = 0;
     let mut buildspec = 0;
+    // Keys only one kind has weigh more than a version, which may be mistyped.
     for (key, value) in entries {
         match key.scalar().map(str::trim) {
             Some(
                 "os" | "hooks" | "files" | "file_exists_behavior" | "permissions" | "Resources",
-            ) => appspec += 1,
+            ) => appspec += 2,
             Some(
                 "phases" | "env" | "artifacts" | "cache" | "reports" | "batch" | "run-as" | "proxy",
-            ) => buildspec += 1,
+            ) => buildspec += 2,
             Some("version") => match value.scalar().map(str::trim) {
                 Some(v) if v.parse::<f64>().ok() == Some(0.0) => appspec += 1,
                 Some("0.1" | "0.2") => buildspec += 1,

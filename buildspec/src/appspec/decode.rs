@@ -530,7 +530,12 @@ fn decode_scripts(d: &mut Decoder<'_>, node: &Node, path: &str, os: Option<Os>) 
         let timeout = match fields.get("timeout").filter(|n| !n.is_null()) {
             Some(n) => {
                 let Some(t) =
-                    d.number(n, &join(&spath, "timeout"), 1, u64::from(MAX_EVENT_SECONDS))
+                    d.number(
+                        n,
+                        &join(&spath, "timeout"),
+                        (1, u64::from(MAX_EVENT_SECONDS)),
+                        "give the seconds the script may run, e.g. `timeout: 300`; one event may take at most 3600 s in all",
+                    )
                 else {
                     continue;
                 };

@@ -397,7 +397,12 @@ fn decode_fanout(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<BuildFa
         );
         return None;
     };
-    let parallelism = d.number(parallelism, &join(path, "parallelism"), 1, 100)?;
+    let parallelism = d.number(
+        parallelism,
+        &join(path, "parallelism"),
+        (1, 100),
+        "set how many builds share the tests, e.g. `parallelism: 5`",
+    )?;
     Some(BuildFanout {
         parallelism: u32::try_from(parallelism).ok()?,
         ignore_failure: d.opt_bool(&fields, "ignore-failure", path).unwrap_or(false),

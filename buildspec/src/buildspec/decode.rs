@@ -208,18 +208,16 @@ fn decode_phases(
     stray: &[(&str, Span)],
 ) -> Option<Phases> {
     let stray_names = || {
-        stray
-            .iter()
-            .map(|(n, _)| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let names: Vec<String> = stray.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let verb = if names.len() == 1 { "sits" } else { "sit" };
+        format!("{} {verb}", names.join(", "))
     };
     let Some(node) = fields.get("phases") else {
         let (span, message, hint) = match stray.first() {
             Some((_, span)) => (
                 *span,
                 format!(
-                    "the buildspec has no `phases`, but {} sits at the top level",
+                    "the buildspec has no `phases`, but {} at the top level",
                     stray_names()
                 ),
                 "put the phases under a `phases:` key, indented by two spaces".to_string(),
@@ -247,7 +245,7 @@ fn decode_phases(
             d.diags.error(
                 Code::FlattenedDocument,
                 key_span,
-                format!("`phases` is empty, but {} sits at the top level", stray_names()),
+                format!("`phases` is empty, but {} at the top level", stray_names()),
                 "the indentation under `phases:` was lost: indent each phase by two spaces and its keys by four",
             );
         }
@@ -294,14 +292,22 @@ fn decode_phase(
         && let Some(text) = d.string(node, &join(&path, "on-failure"))
     {
         match OnFailure::parse(text.trim()) {
-                Ok(on_failure) => phase.on_failure = Some(Spanned::new(on_failure, text.span)),
-                Err(why) => d.diags.error(
+            Ok(on_failure) => phase.on_failure = Some(Spanned::new(on_failure, text.span)),
+            Err(why) => {
+                let upper = text.trim().to_ascii_uppercase();
+                let hint = if upper != text.trim() && OnFailure::parse(&upper).is_ok() {
+                    format!("write it in capitals: `{upper}`")
+                } else {
+                    "write ABORT, CONTINUE, RETRY, RETRY-<count>, RETRY-<regex> or RETRY-<count>-<regex>".to_string()
+                };
+                d.diags.error(
                     Code::InvalidValue,
                     text.span,
                     format!("invalid `on-failure`: {why}"),
-                    "write ABORT, CONTINUE, RETRY, RETRY-<count>, RETRY-<regex> or RETRY-<count>-<regex>",
-                ),
+                    hint,
+                );
             }
+        }
     }
     if let Some(node) = fields.get("runtime-versions") {
         let rpath = join(&path, "runtime-versions");

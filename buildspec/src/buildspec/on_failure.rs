@@ -35,9 +35,7 @@ impl OnFailure {
             _ => {}
         }
         let Some(rest) = text.strip_prefix("RETRY-") else {
-            return Err(format!(
-                "`{text}` is not ABORT, CONTINUE, RETRY, RETRY-<count>, RETRY-<regex> or RETRY-<count>-<regex>"
-            ));
+            return Err(format!("`{text}` is not an on-failure action"));
         };
         // After `RETRY-`, a token of digits is the count; the rest, dashes included, is the regex.
         let (count_text, pattern) = match rest.split_once('-') {
@@ -61,13 +59,9 @@ impl OnFailure {
             Some("") => return Err("`RETRY-` must be followed by a count or a regex".to_string()),
             Some(p) => {
                 if let Err(e) = regex::Regex::new(p) {
-                    let first = e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
+                    let text = e.to_string();
+                    let last = text.lines().last().unwrap_or("").trim();
+                    let first = last.strip_prefix("error: ").unwrap_or(last);
                     return Err(format!("the retry regex `{p}` is invalid: {first}"));
                 }
                 Some(p.to_string())

@@ -28,14 +28,18 @@ impl SecretRef {
         let text = text.trim();
         let fields: Vec<&str> = text.split(':').collect();
         let (secret_id, rest) = if text.starts_with("arn:") {
+            if fields
+                .get(2)
+                .is_some_and(|service| *service != "secretsmanager")
+                || fields.get(5).is_some_and(|kind| *kind != "secret")
+            {
+                return Err(format!(
+                    "`{text}` is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+                ));
+            }
             if fields.len() < 7 {
                 return Err(format!(
                     "`{text}` is an incomplete ARN: expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
-                ));
-            }
-            if fields[2] != "secretsmanager" || fields[5] != "secret" {
-                return Err(format!(
-                    "`{text}` is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"
                 ));
             }
             if fields[..7].iter().skip(1).any(|f| f.is_empty()) {

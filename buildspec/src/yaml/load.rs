@@ -330,6 +330,23 @@ impl Loader<'_, '_> {
         }
         let mut message = format!("invalid YAML: {info}");
         let mut hint = syntax_hint(info).to_string();
+        let mut code = Code::YamlSyntax;
+        if info.contains("mapping values are not allowed")
+            && let Some(parent) = self.scalar_parent_line(marker.line())
+        {
+            let key = parent.split(':').next().unwrap_or(parent).trim();
+            message = format!(
+                "invalid YAML: this line is indented under `{}`, which already has a value",
+                parent.trim()
+            );
+            hint = format!(
+                "the indentation is wrong: start this key at the same column as `{key}:` (or quote the text if it belongs to `{key}`)"
+            );
+            code = Code::FlattenedDocument;
+            let own = self.source.line_text(marker.line());
+            let indent = own.chars().take_while(|c| c.is_whitespace()).count();
+            offset = self.source.offset_of(marker.line(), indent);
+        }
         // A tab in indentation confuses the parser into pointing elsewhere; find it.
         let last_line = (marker.line() + 1).min(self.source.line_count());
         if let Some(line) = (1..=last_line).find(|&l| {
@@ -350,7 +367,27 @@ impl Loader<'_, '_> {
             offset
         };
         self.diags
-            .error(Code::YamlSyntax, Span::new(offset, end), message, hint);
+            .error(code, Span::new(offset, end), message, hint);
+    }
+
+    /// For an indented line, the nearest less-indented line above it when that line is a
+    /// `key: value` with the value on the same line: the indented line cannot belong to it.
+    fn scalar_parent_line(&self, line: usize) -> Option<&str> {
+        let indent = |text: &str| text.len() - text.trim_start().len();
+        let own = self.source.line_text(line);
+        let own_indent = indent(own);
+        if own.trim().is_empty() || own_indent == 0 {
+            return None;
+        }
+        let parent = (1..line)
+            .rev()
+            .map(|l| self.source.line_text(l))
+            .filter(|t| !t.trim().is_empty() && !t.trim_start().starts_with('#'))
+            .find(|t| indent(t) < own_indent)?;
+        let (_, value) = parent.split_once(": ")?;
+        let value = value.trim();
+        let opens_block = value.is_empty() || value.starts_with(['|', '>', '&', '!', '#']);
+        (!opens_block && !parent.trim_start().starts_with('-')).then_some(parent)
     }
 }
 
@@ -380,6 +417,8 @@ fn syntax_hint(info: &str) -> &'static str {
         "a value holds `: ` (colon and space): quote the whole value, e.g. `- \"echo key: value\"`"
     } else if info.contains("alias") || info.contains("anchor") {
         "a value starting with `*` or `&` is read as an alias or anchor: quote it, e.g. `- '**/*'`"
+    } else if info.contains("quoted scalar") {
+        "a quote is not closed: end the value with the same quote it starts with"
     } else if info.contains("tab") {
         "YAML indents with spaces only: replace the tab with spaces"
     } else if info.contains("block") || info.contains("indentation") {
