@@ -69,8 +69,14 @@ fn human_output_shows_the_line_and_a_caret() {
         file.display()
     );
     assert!(text.contains(&expected), "{text}");
-    assert!(text.contains("5 |       - echo Build started on: $(date)\n"), "{text}");
-    assert!(text.contains("  |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"), "{text}");
+    assert!(
+        text.contains("5 |       - echo Build started on: $(date)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"),
+        "{text}"
+    );
     assert!(text.contains("= help: YAML reads `: ` as a key and value: quote the whole command, e.g. `- 'echo Build started on: $(date)'`"), "{text}");
     assert!(text.contains("(2 errors, 0 warnings)"), "{text}");
 }
@@ -111,7 +117,10 @@ fn warnings_alone_keep_the_exit_code_zero() {
 #[test]
 fn kind_can_be_forced() {
     let file = fixtures().join("valid/appspec/minimal-linux.yml");
-    let output = validate(&["--kind", "buildspec", "--format", "json"], std::slice::from_ref(&file));
+    let output = validate(
+        &["--kind", "buildspec", "--format", "json"],
+        std::slice::from_ref(&file),
+    );
     assert_eq!(output.status.code(), Some(2));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["files"][0]["kind"], "buildspec");
@@ -145,13 +154,22 @@ fn unreadable_and_non_utf8_files_are_bad_input() {
     let output = validate(&["--color", "never"], &[missing.clone(), binary.clone()]);
     assert_eq!(output.status.code(), Some(2));
     let text = stdout(&output);
-    assert!(text.contains(&format!("error: cannot read {}", missing.display())), "{text}");
-    assert!(text.contains("it is not UTF-8 text (invalid byte at offset 13)"), "{text}");
+    assert!(
+        text.contains(&format!("error: cannot read {}", missing.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("it is not UTF-8 text (invalid byte at offset 13)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn bad_flags_are_bad_input() {
-    let output = agent().args(["validate", "--format", "xml", "x.yml"]).output().unwrap();
+    let output = agent()
+        .args(["validate", "--format", "xml", "x.yml"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let output = agent().arg("validate").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -161,5 +179,8 @@ fn bad_flags_are_bad_input() {
 fn version_prints_the_version() {
     let output = agent().arg("version").output().unwrap();
     assert_eq!(output.status.code(), Some(0));
-    assert_eq!(stdout(&output), format!("agent {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&output),
+        format!("agent {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }

@@ -173,14 +173,10 @@ impl<'s> Decoder<'s> {
             _ => None,
         };
         if parsed.is_none() {
-            let shown = match node.scalar() {
-                Some(text) if !node.is_null() => format!("`{text}`"),
-                _ => node.kind_name().to_string(),
-            };
             self.diags.error(
                 Code::InvalidValue,
                 node.span,
-                format!("`{path}` must be yes or no, not {shown}"),
+                format!("`{path}` must be yes or no, not {}", node.describe()),
                 "write `yes` or `no` (`true`/`false` also work)",
             );
         }
@@ -208,14 +204,13 @@ impl<'s> Decoder<'s> {
         match value {
             Some(v) if (min..=max).contains(&v) => Some(v),
             _ => {
-                let shown = match node.scalar() {
-                    Some(text) if !node.is_null() => format!("`{text}`"),
-                    _ => node.kind_name().to_string(),
-                };
                 self.diags.error(
                     Code::InvalidValue,
                     node.span,
-                    format!("`{path}` must be a whole number from {min} to {max}, not {shown}"),
+                    format!(
+                        "`{path}` must be a whole number from {min} to {max}, not {}",
+                        node.describe()
+                    ),
                     hint,
                 );
                 None

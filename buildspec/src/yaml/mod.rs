@@ -55,6 +55,14 @@ impl Node {
         }
     }
 
+    /// The scalar's text in backticks, or what the node is: for "must be X, not …".
+    pub fn describe(&self) -> String {
+        match self.scalar() {
+            Some(text) if !self.is_null() => format!("`{text}`"),
+            _ => self.kind_name().to_string(),
+        }
+    }
+
     /// What the node is, in the words an error message uses.
     pub fn kind_name(&self) -> &'static str {
         match &self.value {
