@@ -1,5 +1,7 @@
 //! `agent validate` driven as a user drives it: the real binary, real files, exit codes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,6 +1,8 @@
 //! Every fixture parsed as `agent validate` parses it: the kind detected from its content,
 //! and for invalid and warning fixtures the exact diagnostics, position and message.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
