@@ -39,6 +39,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Color::Auto)]
         color: Color,
     },
+    /// Run a buildspec locally, in a container (or on the host), as CodeBuild would.
+    ///
+    /// Exits 0 when the build succeeded, 1 when it failed, timed out or was stopped, 2 on
+    /// bad input (nothing ran), 3 when the agent could not run it (no Docker, no image).
+    #[command(name = "run-local")]
+    RunLocal(Box<crate::run_local::RunLocalArgs>),
     /// Print the agent's version.
     Version,
 }
@@ -73,6 +79,7 @@ pub fn run() -> ExitCode {
             format,
             color,
         } => validate::run(&files, kind, format, color.enabled()),
+        Command::RunLocal(args) => crate::run_local::run(*args),
         Command::Version => {
             println!("agent {}", env!("CARGO_PKG_VERSION"));
             exit::SUCCESS

@@ -1,5 +1,10 @@
 //! The `agent` runner: the command line and the parts behind each command.
 
+pub mod build;
 pub mod cli;
+pub mod exec;
 pub mod exit;
+pub mod logs;
+pub mod run_local;
+pub mod source;
 pub mod validate;

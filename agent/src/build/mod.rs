@@ -1,0 +1,39 @@
+//! The phase engine: runs a parsed buildspec on an [`Executor`](crate::exec::Executor) with
+//! CodeBuild's phase rules, and describes the result in the summary JSON.
+
+mod engine;
+pub mod env;
+pub mod shell;
+mod summary;
+
+pub use engine::{Build, Stop};
+pub use summary::{ArtifactRecord, BuildStatus, PhaseRecord, PhaseStatus, ReportRecord, Summary};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use buildspec::Buildspec;
+
+/// Everything the engine needs to run one build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// `local:<uuid>` for run-local.
+    pub build_id: String,
+    pub buildspec: Buildspec,
+    /// Where the buildspec came from, for the log.
+    pub buildspec_path: String,
+    /// The primary source on the host.
+    pub source_dir: PathBuf,
+    /// The image, or `None` on the host executor.
+    pub image: Option<String>,
+    /// Variables from `--env-file` and then `-e`, later entries winning.
+    pub env: Vec<(String, String)>,
+    /// Secret variables: set like `env`, and masked in every output.
+    pub secrets: Vec<(String, String)>,
+    /// The whole build's time limit.
+    pub timeout: Option<Duration>,
+    /// Where artifacts land; `None` collects none.
+    pub artifacts_dir: Option<PathBuf>,
+    /// `CODEBUILD_INITIATOR`.
+    pub initiator: String,
+}

@@ -1,0 +1,425 @@
+//! Commands in one Docker container per build.
+//!
+//! The container runs a keeper process under Docker's init (PID 1), with the image's
+//! ENTRYPOINT cleared; build shells are started in it with `docker exec`. The source is
+//! bind-mounted where CodeBuild puts it. Everything is labelled `agent.job-id` and
+//! `agent.instance` so a janitor can find what a dead agent left behind.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, KillContainerOptions, RemoveContainerOptions,
+};
+use clap::ValueEnum;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{Chunk, ExecError, Executor, ShellHandle, ShellSpec, Signal};
+use crate::logs::Log;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only when the image is not there.
+    IfNotPresent,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerOptions {
+    pub build_id: String,
+    pub image: String,
+    pub source_dir: PathBuf,
+    pub secondary: Vec<(String, PathBuf)>,
+    pub pull: PullPolicy,
+    pub privileged: bool,
+    pub limits: Limits,
+}
+
+pub struct DockerExecutor {
+    docker: Docker,
+    container: String,
+    src_dir: String,
+    secondary: Vec<(String, String)>,
+    base_env: Vec<(String, String)>,
+}
+
+/// Keeps the container alive; ignores TERM so that stopping the build's commands leaves the
+/// container up for `finally`.
+const KEEPER: &str = "trap '' TERM INT HUP; while :; do sleep 3600; done";
+
+pub const LABEL_JOB: &str = "agent.job-id";
+pub const LABEL_INSTANCE: &str = "agent.instance";
+
+impl DockerExecutor {
+    /// Connects to the engine, makes sure the image is there, and starts the container.
+    pub async fn create(options: DockerOptions, log: &Log) -> Result<Self, ExecError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| ExecError::DockerUnavailable(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| ExecError::DockerUnavailable(e.to_string()))?;
+        let image_env = ensure_image(&docker, &options.image, options.pull, log).await?;
+        let source = options.source_dir.canonicalize().map_err(ExecError::Io)?;
+        // CodeBuild's layout: /codebuild/output/src<digits>/src.
+        let digits = uuid::Uuid::new_v4().as_u128() % 1_000_000_000;
+        let root = format!("/codebuild/output/src{digits}");
+        let src_dir = format!("{root}/src");
+        let mut binds = vec![format!("{}:{src_dir}", source.display())];
+        let mut secondary = Vec::new();
+        for (id, dir) in &options.secondary {
+            let target = format!("{root}/{id}");
+            binds.push(format!("{}:{target}", dir.display()));
+            secondary.push((id.clone(), target));
+        }
+        let labels = HashMap::from([
+            (LABEL_JOB.to_string(), options.build_id.clone()),
+            (LABEL_INSTANCE.to_string(), instance_name()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(options.image.clone()),
+            entrypoint: Some(vec![String::new()]),
+            cmd: Some(vec!["/bin/sh".into(), "-c".into(), KEEPER.into()]),
+            working_dir: Some(src_dir.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                init: Some(true),
+                privileged: Some(options.privileged),
+                memory: i64::try_from(options.limits.memory_bytes).ok(),
+                nano_cpus: Some(options.limits.nano_cpus),
+                pids_limit: Some(options.limits.pids),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("agent-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| ExecError::Docker(format!("cannot create the build container: {e}")))?;
+        let executor = DockerExecutor {
+            docker,
+            container: created.id,
+            src_dir,
+            secondary,
+            base_env: image_env,
+        };
+        if let Err(e) = executor
+            .docker
+            .start_container(&executor.container, None)
+            .await
+        {
+            executor.cleanup().await;
+            return Err(ExecError::Docker(format!(
+                "cannot start the build container: {e}"
+            )));
+        }
+        Ok(executor)
+    }
+
+    pub fn container_id(&self) -> &str {
+        &self.container
+    }
+
+    async fn exec_detached(&self, argv: &[&str]) -> Result<(), ExecError> {
+        let exec = self
+            .docker
+            .create_exec(
+                &self.container,
+                CreateExecOptions {
+                    cmd: Some(argv.iter().map(|s| (*s).to_string()).collect()),
+                    user: Some("root".to_string()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| ExecError::Docker(e.to_string()))?;
+        if let Ok(StartExecResults::Attached { mut output, .. }) =
+            self.docker.start_exec(&exec.id, None).await
+        {
+            while output.next().await.is_some() {}
+        }
+        Ok(())
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn src_dir(&self) -> &str {
+        &self.src_dir
+    }
+
+    fn secondary_dirs(&self) -> &[(String, String)] {
+        &self.secondary
+    }
+
+    fn base_env(&self) -> &[(String, String)] {
+        &self.base_env
+    }
+
+    async fn start_shell(&self, spec: ShellSpec) -> Result<ShellHandle, ExecError> {
+        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let exec = self
+            .docker
+            .create_exec(
+                &self.container,
+                CreateExecOptions {
+                    cmd: Some(spec.argv.clone()),
+                    env: Some(env),
+                    working_dir: Some(spec.cwd.clone()),
+                    user: spec.user.clone(),
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| ExecError::Spawn {
+                shell: spec.argv.join(" "),
+                reason: e.to_string(),
+            })?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, Some(StartExecOptions::default()))
+            .await
+            .map_err(|e| ExecError::Spawn {
+                shell: spec.argv.join(" "),
+                reason: e.to_string(),
+            })?;
+        let StartExecResults::Attached { mut output, input } = started else {
+            return Err(ExecError::Spawn {
+                shell: spec.argv.join(" "),
+                reason: "the engine did not attach to the shell".into(),
+            });
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let docker = self.docker.clone();
+        let exec_id = exec.id.clone();
+        let user = spec.user.clone();
+        tokio::spawn(async move {
+            let forward = async {
+                while let Some(item) = output.next().await {
+                    let chunk = match item {
+                        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                            Chunk::Stdout(message.to_vec())
+                        }
+                        Ok(LogOutput::StdErr { message }) => Chunk::Stderr(message.to_vec()),
+                        Ok(LogOutput::StdIn { .. }) => continue,
+                        Err(_) => break,
+                    };
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::pin!(forward);
+            tokio::select! {
+                () = &mut forward => {}
+                () = exited(&docker, &exec_id) => {
+                    // A background process may hold the streams open: take what the shell
+                    // printed, but do not wait for that process.
+                    let _ = tokio::time::timeout(super::OUTPUT_GRACE, &mut forward).await;
+                }
+            }
+            let code = exit_code(&docker, &exec_id).await;
+            // An exec that fails to start as another user ends with 126 and a message on
+            // stderr; say which user when it does not exist.
+            if code == 126
+                && let Some(user) = user
+            {
+                let note = format!("(run-as: is `{user}` a user of the image?)\n");
+                let _ = tx.send(Chunk::Stderr(note.into_bytes())).await;
+            }
+            let _ = tx.send(Chunk::Exited(code)).await;
+        });
+        Ok(ShellHandle {
+            stdin: input,
+            output: rx,
+        })
+    }
+
+    async fn signal_all(&self, signal: Signal) {
+        match signal {
+            // Every process but init and the keeper (which ignores TERM).
+            Signal::Term => {
+                let _ = self
+                    .exec_detached(&["/bin/sh", "-c", "kill -TERM -1"])
+                    .await;
+            }
+            // Killing init ends every process in the container at once.
+            Signal::Kill => {
+                let _ = self
+                    .docker
+                    .kill_container(
+                        &self.container,
+                        Some(KillContainerOptions {
+                            signal: "KILL".to_string(),
+                        }),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        let _ = self
+            .docker
+            .remove_container(
+                &self.container,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+}
+
+/// Returns once the exec's process has ended, whatever its streams do.
+async fn exited(docker: &Docker, exec_id: &str) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match docker.inspect_exec(exec_id).await {
+            Ok(info) if info.running == Some(true) => {}
+            _ => return,
+        }
+    }
+}
+
+/// The exec's exit status, once the engine has recorded it.
+async fn exit_code(docker: &Docker, exec_id: &str) -> i64 {
+    for _ in 0..100 {
+        match docker.inspect_exec(exec_id).await {
+            Ok(info) if info.running != Some(true) => return info.exit_code.unwrap_or(-1),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(_) => return -1,
+        }
+    }
+    -1
+}
+
+/// Makes sure `image` is present as `policy` says, showing pull progress; returns the
+/// image's own environment.
+async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    policy: PullPolicy,
+    log: &Log,
+) -> Result<Vec<(String, String)>, ExecError> {
+    let present = docker.inspect_image(image).await.ok();
+    let pull = match (policy, &present) {
+        (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, None) => true,
+        (PullPolicy::Never, None) => {
+            return Err(ExecError::ImageMissing {
+                image: image.to_string(),
+                reason: "it is not on this machine and the pull policy is `never`".into(),
+            });
+        }
+        _ => false,
+    };
+    if pull {
+        pull_image(docker, image, log).await?;
+    }
+    let inspected = match present {
+        Some(info) if !pull => info,
+        _ => docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| ExecError::ImageMissing {
+                image: image.to_string(),
+                reason: e.to_string(),
+            })?,
+    };
+    let env = inspected
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    Ok(env)
+}
+
+async fn pull_image(docker: &Docker, image: &str, log: &Log) -> Result<(), ExecError> {
+    log.agent(&format!("Pulling image {image}"));
+    let started = Instant::now();
+    let mut stream = docker.create_image(
+        Some(CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        }),
+        None,
+        None,
+    );
+    let mut layers: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut last_report = Instant::now();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| ExecError::ImageMissing {
+            image: image.to_string(),
+            reason: format!("pull failed: {e}"),
+        })?;
+        if let Some(error) = info.error_detail.and_then(|d| d.message) {
+            return Err(ExecError::ImageMissing {
+                image: image.to_string(),
+                reason: format!("pull failed: {error}"),
+            });
+        }
+        if let (Some(id), Some(progress)) = (info.id, info.progress_detail) {
+            let entry = layers.entry(id).or_default();
+            entry.0 = progress.current.unwrap_or(entry.0);
+            entry.1 = progress.total.unwrap_or(entry.1);
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = Instant::now();
+            let (done, total) = layers
+                .values()
+                .fold((0, 0), |(d, t), (c, n)| (d + c, t + n));
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001) / 1e6;
+            log.agent(&format!(
+                "Pulling {image}: {:.1} of {:.1} MB ({rate:.1} MB/s)",
+                done as f64 / 1e6,
+                total as f64 / 1e6
+            ));
+        }
+    }
+    log.agent(&format!(
+        "Pulled {image} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// This agent's name on labels: the host name, so a janitor knows its own containers.
+pub fn instance_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}

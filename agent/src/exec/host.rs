@@ -1,0 +1,180 @@
+//! Commands in local shells on the host. All shells of a build share one process group, so
+//! a timeout or Ctrl-C reaches every process the build started.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use nix::sys::signal::{self, Signal as NixSignal};
+use nix::unistd::{Pid, User};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, mpsc};
+
+use super::{Chunk, ExecError, Executor, ShellHandle, ShellSpec, Signal};
+
+pub struct HostExecutor {
+    src_dir: String,
+    secondary: Vec<(String, String)>,
+    base_env: Vec<(String, String)>,
+    /// Holds the process group open for the whole build; it exits when its stdin closes,
+    /// which happens when the agent goes away, whatever the reason.
+    leader: Mutex<Option<Child>>,
+    group: Pid,
+}
+
+impl HostExecutor {
+    pub fn new(
+        src_dir: &Path,
+        secondary: &[(String, std::path::PathBuf)],
+    ) -> Result<Self, ExecError> {
+        // The leader ignores TERM so that stopping the running command leaves the group in
+        // place for the `finally` shells; KILL at cleanup ends it.
+        let leader = Command::new("/bin/sh")
+            .args(["-c", "trap '' TERM INT HUP; exec cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ExecError::Spawn {
+                shell: "cat".into(),
+                reason: e.to_string(),
+            })?;
+        let pid = leader.id().ok_or_else(|| ExecError::Spawn {
+            shell: "cat".into(),
+            reason: "it exited at once".into(),
+        })?;
+        let group = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        Ok(HostExecutor {
+            src_dir: src_dir.display().to_string(),
+            secondary: secondary
+                .iter()
+                .map(|(id, p)| (id.clone(), p.display().to_string()))
+                .collect(),
+            base_env: std::env::vars().collect(),
+            leader: Mutex::new(Some(leader)),
+            group,
+        })
+    }
+}
+
+impl Executor for HostExecutor {
+    fn src_dir(&self) -> &str {
+        &self.src_dir
+    }
+
+    fn secondary_dirs(&self) -> &[(String, String)] {
+        &self.secondary
+    }
+
+    fn base_env(&self) -> &[(String, String)] {
+        &self.base_env
+    }
+
+    async fn start_shell(&self, spec: ShellSpec) -> Result<ShellHandle, ExecError> {
+        let (program, args) = spec.argv.split_first().ok_or_else(|| ExecError::Spawn {
+            shell: String::new(),
+            reason: "no shell given".into(),
+        })?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(self.group.as_raw())
+            .kill_on_drop(true);
+        if let Some(name) = &spec.user {
+            if !nix::unistd::geteuid().is_root() {
+                return Err(ExecError::RunAsNeedsRoot(name.clone()));
+            }
+            let user = User::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| ExecError::NoSuchUser(name.clone()))?;
+            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            command.env("HOME", user.dir.display().to_string());
+            command.env("USER", name);
+        }
+        let mut child = command.spawn().map_err(|e| ExecError::Spawn {
+            shell: program.clone(),
+            reason: e.to_string(),
+        })?;
+        let stdin = child.stdin.take().ok_or_else(|| ExecError::Spawn {
+            shell: program.clone(),
+            reason: "no stdin".into(),
+        })?;
+        let (tx, rx) = mpsc::channel(64);
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        tokio::spawn(async move {
+            let out = pump(stdout, tx.clone(), Chunk::Stdout);
+            let err = pump(stderr, tx.clone(), Chunk::Stderr);
+            let pumps = async { tokio::join!(out, err) };
+            tokio::pin!(pumps);
+            let status = tokio::select! {
+                _ = &mut pumps => child.wait().await,
+                status = child.wait() => {
+                    // A background process may hold the pipes open: take what the shell
+                    // printed, but do not wait for that process.
+                    let _ = tokio::time::timeout(super::OUTPUT_GRACE, &mut pumps).await;
+                    status
+                }
+            };
+            let code = status.ok().map_or(-1, exit_code);
+            let _ = tx.send(Chunk::Exited(code)).await;
+        });
+        Ok(ShellHandle {
+            stdin: Box::pin(stdin),
+            output: rx,
+        })
+    }
+
+    async fn signal_all(&self, signal: Signal) {
+        let sig = match signal {
+            Signal::Term => NixSignal::SIGTERM,
+            Signal::Kill => NixSignal::SIGKILL,
+        };
+        let _ = signal::killpg(self.group, sig);
+    }
+
+    async fn cleanup(&self) {
+        let _ = signal::killpg(self.group, NixSignal::SIGKILL);
+        if let Some(mut leader) = self.leader.lock().await.take() {
+            let _ = leader.kill().await;
+        }
+    }
+}
+
+/// A shell killed by a signal reports 128 + the signal, as shells do.
+fn exit_code(status: std::process::ExitStatus) -> i64 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => i64::from(code),
+        (None, Some(signal)) => 128 + i64::from(signal),
+        (None, None) => -1,
+    }
+}
+
+async fn pump<R: AsyncReadExt + Unpin>(
+    reader: Option<R>,
+    tx: mpsc::Sender<Chunk>,
+    wrap: fn(Vec<u8>) -> Chunk,
+) {
+    let Some(mut reader) = reader else { return };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(wrap(buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Where a build's commands run: one trait, a Docker container or the host.
+//!
+//! An executor starts shells and reports their output as chunks; the build engine speaks
+//! to those shells (see `build::shell`). Everything an executor creates is removed by
+//! [`Executor::cleanup`], whatever happened to the build.
+
+pub mod docker;
+pub mod host;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+
+/// How long a shell's output is still read after the shell itself ended: enough for what it
+/// printed, and no wait for a background process that keeps the stream open.
+pub const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How to start one shell.
+#[derive(Debug, Clone)]
+pub struct ShellSpec {
+    /// The shell and its arguments, e.g. `["/bin/sh", "-s"]`.
+    pub argv: Vec<String>,
+    /// The whole environment of the shell.
+    pub env: Vec<(String, String)>,
+    /// The working directory, as the shell sees paths.
+    pub cwd: String,
+    /// Run as this user instead of the executor's default.
+    pub user: Option<String>,
+}
+
+/// A piece of what a shell printed.
+#[derive(Debug)]
+pub enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The shell ended with this status; nothing follows.
+    Exited(i64),
+}
+
+/// A running shell: its standard input, and everything it prints, in order per stream.
+pub struct ShellHandle {
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    pub output: mpsc::Receiver<Chunk>,
+}
+
+/// Signals an executor can send to every process of a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot start the shell `{shell}`: {reason}")]
+    Spawn { shell: String, reason: String },
+    #[error("user `{0}` does not exist where the build runs")]
+    NoSuchUser(String),
+    #[error("run-as `{0}` needs the agent to run as root on the host executor")]
+    RunAsNeedsRoot(String),
+    #[error("the Docker engine is not reachable: {0}")]
+    DockerUnavailable(String),
+    #[error("image `{image}` is not available: {reason}")]
+    ImageMissing { image: String, reason: String },
+    #[error("Docker: {0}")]
+    Docker(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs shells for one build.
+pub trait Executor: Send + Sync {
+    /// The primary source directory as commands see it (`CODEBUILD_SRC_DIR`).
+    fn src_dir(&self) -> &str;
+
+    /// Secondary sources as commands see them: identifier → path.
+    fn secondary_dirs(&self) -> &[(String, String)];
+
+    /// Variables the environment itself defines (an image's `ENV`), lowest precedence.
+    fn base_env(&self) -> &[(String, String)];
+
+    /// Starts a shell.
+    fn start_shell(
+        &self,
+        spec: ShellSpec,
+    ) -> impl Future<Output = Result<ShellHandle, ExecError>> + Send;
+
+    /// Sends `signal` to every process of the build.
+    fn signal_all(&self, signal: Signal) -> impl Future<Output = ()> + Send;
+
+    /// Removes everything the executor created.
+    fn cleanup(&self) -> impl Future<Output = ()> + Send;
+}

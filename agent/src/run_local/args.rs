@@ -1,0 +1,188 @@
+//! The flags of `agent run-local`, as DESIGN.md lists them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::exec::docker::{DockerOptions, Limits, PullPolicy};
+
+/// The standard image built from `images/`.
+pub const DEFAULT_IMAGE: &str = "agent-standard:latest";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorKind {
+    Docker,
+    Host,
+}
+
+#[derive(Debug, Args)]
+pub struct RunLocalArgs {
+    /// The buildspec; relative paths are looked up from the current directory, then the
+    /// source directory. Default: buildspec.yml in the source directory.
+    #[arg(value_name = "BUILDSPEC")]
+    pub buildspec: Option<PathBuf>,
+    /// The primary source directory, mounted as is.
+    #[arg(short = 's', long, default_value = ".", value_name = "DIR")]
+    pub source: PathBuf,
+    /// A secondary source, mounted and exported as CODEBUILD_SRC_DIR_<ID>. Repeatable.
+    #[arg(long = "secondary-source", value_name = "ID=DIR", value_parser = parse_secondary)]
+    pub secondary_source: Vec<(String, PathBuf)>,
+    /// The build image.
+    #[arg(short = 'i', long, default_value = DEFAULT_IMAGE, value_name = "IMAGE")]
+    pub image: String,
+    /// Where commands run.
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Docker)]
+    pub executor: ExecutorKind,
+    /// Where artifacts land (default: .agent/artifacts under the source).
+    #[arg(short = 'a', long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// A variable for the build, highest precedence. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// A file of KEY=VALUE lines (no quote handling, as CodeBuild's local agent).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// A secret variable: set like -e, and masked in every output. Repeatable.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub secret: Vec<String>,
+    /// A file of NAME=VALUE secret lines.
+    #[arg(long = "secret-file", value_name = "FILE")]
+    pub secret_file: Vec<PathBuf>,
+    /// The whole build's time limit: `90m`, `30s`, `2h`; a bare number is minutes.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// Write the JSON summary here.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// Run the container privileged (for Docker-in-Docker builds).
+    #[arg(long)]
+    pub privileged: bool,
+    /// When to pull the image.
+    #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent)]
+    pub pull: PullPolicy,
+    /// Memory limit of the build container, e.g. `4g`, `512m`.
+    #[arg(long, value_name = "SIZE", default_value = "4g", value_parser = parse_size)]
+    pub memory: u64,
+    /// CPUs the build container may use, e.g. `2`, `0.5`.
+    #[arg(long, value_name = "CPUS", default_value_t = 2.0)]
+    pub cpus: f64,
+    /// Most processes the build container may have.
+    #[arg(long = "pids-limit", value_name = "N", default_value_t = 4096)]
+    pub pids_limit: i64,
+    /// Only the agent's lines and the summary, not the commands' output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Log lines as JSON objects on standard output.
+    #[arg(long = "json-logs")]
+    pub json_logs: bool,
+}
+
+impl RunLocalArgs {
+    pub fn secondary_sources(&self) -> Vec<(String, PathBuf)> {
+        self.secondary_source.clone()
+    }
+
+    pub fn docker_options(&self, build_id: &str, image: &str) -> DockerOptions {
+        DockerOptions {
+            build_id: build_id.to_string(),
+            image: image.to_string(),
+            source_dir: self.source.clone(),
+            secondary: self.secondary_sources(),
+            pull: self.pull,
+            privileged: self.privileged,
+            limits: Limits {
+                memory_bytes: self.memory,
+                nano_cpus: (self.cpus * 1e9) as i64,
+                pids: self.pids_limit,
+            },
+        }
+    }
+}
+
+fn parse_secondary(text: &str) -> Result<(String, PathBuf), String> {
+    let (id, dir) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not ID=DIR"))?;
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "source identifier `{id}` may only hold letters, digits and underscores"
+        ));
+    }
+    let dir = PathBuf::from(dir)
+        .canonicalize()
+        .map_err(|e| format!("{dir}: {e}"))?;
+    Ok((id.to_string(), dir))
+}
+
+/// `90m`, `30s`, `2h`, `1h30m`; a bare number is minutes, as CodeBuild counts timeouts.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(minutes) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(minutes * 60));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration like 90m, 30s or 2h"))?;
+        number.clear();
+        total += match c {
+            'h' => n * 3600,
+            'm' => n * 60,
+            's' => n,
+            _ => return Err(format!("`{text}` is not a duration like 90m, 30s or 2h")),
+        };
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(format!("`{text}` is not a duration like 90m, 30s or 2h"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, unit) = lower.split_at(
+        lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 4g or 512m"))?;
+    let factor = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("`{text}` is not a size like 4g or 512m")),
+    };
+    Ok(n * factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("90"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_timeout("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_timeout("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("10x").is_err());
+        assert!(parse_timeout("0s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4g"), Ok(4 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Getting and describing a build's source.
+
+pub mod git;
