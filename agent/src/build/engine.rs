@@ -281,7 +281,9 @@ impl<'a, E: Executor> Build<'a, E> {
             None => self.shell = None,
         }
         if self.request.buildspec.version == Version::V0_1 {
+            // Each 0.1 command is a fresh shell: nothing carries, not even the directory.
             self.close_shell().await;
+            self.cwd = self.executor.src_dir().to_string();
         }
         if finished.exit_code == 0 {
             return Ok(());

@@ -49,7 +49,7 @@ pub fn print_summary(summary: &Summary, log_path: &Path, quiet: bool) {
     if !quiet {
         out.push_str(&format!("Log: {}\n", log_path.display()));
     }
-    print!("{out}");
+    eprint!("{out}");
 }
 
 fn format_ms(ms: u64) -> String {

@@ -1,0 +1,165 @@
+//! What the end-to-end tests share: the real binary, temporary projects, the test image.
+
+#![allow(dead_code)] // each test file uses its own part of this
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn agent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_agent"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The tiny busybox image the tests run builds in, built from Debian's busybox-static the
+/// first time it is needed.
+pub fn busybox_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let present = Command::new("docker")
+            .args(["image", "inspect", "agent-busybox:latest"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !present {
+            let status = Command::new("bash")
+                .arg(repo_root().join("images/busybox/build.sh"))
+                .status()
+                .expect("run images/busybox/build.sh");
+            assert!(status.success(), "images/busybox/build.sh failed");
+        }
+    });
+    "agent-busybox:latest"
+}
+
+/// A project directory with a buildspec, removed when dropped.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(buildspec: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("buildspec.yml"), buildspec).unwrap();
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// One run of `agent run-local`, with what it printed and its summary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub summary: serde_json::Value,
+}
+
+impl Run {
+    pub fn phase(&self, name: &str) -> Option<&serde_json::Value> {
+        self.summary["phases"]
+            .as_array()?
+            .iter()
+            .find(|p| p["phase"] == name)
+    }
+
+    pub fn phase_status(&self, name: &str) -> Option<String> {
+        self.phase(name)
+            .map(|p| p["status"].as_str().unwrap_or("").to_string())
+    }
+
+    pub fn phase_names(&self) -> Vec<String> {
+        self.summary["phases"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| p["phase"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn status(&self) -> &str {
+        self.summary["status"].as_str().unwrap_or("")
+    }
+
+    /// The lines commands printed, without the agent's `[Container]` lines.
+    pub fn output_lines(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.starts_with("[Container] "))
+            .collect()
+    }
+
+    pub fn printed(&self, line: &str) -> bool {
+        self.output_lines().contains(&line)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exec {
+    Host,
+    Docker,
+}
+
+pub fn run_local(project: &Project, exec: Exec, extra: &[&str]) -> Run {
+    let summary_path = project.path().join(".summary.json");
+    let mut command = agent();
+    command
+        .arg("run-local")
+        .arg("--source")
+        .arg(project.path())
+        .arg("--summary")
+        .arg(&summary_path);
+    match exec {
+        Exec::Host => {
+            command.args(["--executor", "host"]);
+        }
+        Exec::Docker => {
+            command.args(["--image", busybox_image()]);
+        }
+    }
+    command.args(extra);
+    finish(command.output().unwrap(), &summary_path)
+}
+
+pub fn finish(output: Output, summary_path: &Path) -> Run {
+    let summary = std::fs::read(summary_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        summary,
+    }
+}
+
+/// Containers this agent left behind for a build id; none should remain after a run.
+pub fn containers_of(build_id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=agent.job-id={build_id}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

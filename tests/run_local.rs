@@ -1,0 +1,637 @@
+//! `agent run-local` end to end, on both executors: the real binary, a real Docker engine
+//! with the busybox test image, real shells. Each case is aws-spec §1.4 / §6 behaviour.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
+mod common;
+
+use common::{Exec, Project, containers_of, run_local};
+
+/// Runs `case` once on the host executor and once in a container.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod host {
+            $(#[test] fn $name() { super::$name(super::Exec::Host) })*
+        }
+        mod docker {
+            $(#[test] fn $name() { super::$name(super::Exec::Docker) })*
+        }
+    };
+}
+
+both!(
+    state_carries_across_commands_and_phases,
+    version_0_1_runs_each_command_in_a_fresh_shell,
+    commands_read_nothing_from_stdin,
+    exit_ends_the_command_and_a_new_shell_goes_on,
+    install_failure_skips_to_finalizing,
+    build_failure_still_runs_post_build_and_upload,
+    post_build_failure_still_uploads,
+    finally_runs_after_a_failure_and_can_fail_the_phase,
+    on_failure_abort_skips_everything_after,
+    on_failure_continue_goes_on_but_the_build_fails,
+    on_failure_retry_runs_the_phase_again,
+    on_failure_retry_regex_only_retries_matching_failures,
+    timeout_kills_everything_and_reports_timed_out,
+    exported_variables_reach_the_summary,
+    secrets_are_masked_everywhere,
+    env_precedence_is_buildspec_then_env_file_then_cli,
+    builtin_variables_are_set,
+    runtime_versions_give_the_codebuild_warning,
+    bash_is_used_when_asked,
+);
+
+fn state_carries_across_commands_and_phases(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  install:\n    commands:\n      - mkdir -p sub && cd sub\n      - export CARRIED=yes\n      - greet() { echo \"hello $1\"; }\n      - LOCAL=shellvar\n  build:\n    commands:\n      - echo \"cwd=$(basename $PWD)\"\n      - echo \"carried=$CARRIED local=$LOCAL\"\n      - greet world\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("cwd=sub"), "{}", run.stdout);
+    assert!(run.printed("carried=yes local=shellvar"), "{}", run.stdout);
+    assert!(run.printed("hello world"), "{}", run.stdout);
+    assert_eq!(run.status(), "SUCCEEDED");
+}
+
+fn version_0_1_runs_each_command_in_a_fresh_shell(exec: Exec) {
+    let p = Project::new(
+        "version: 0.1\nenvironment_variables:\n  plaintext:\n    FROM_SPEC: spec\nphases:\n  build:\n    commands:\n      - mkdir -p sub && cd sub && export X=1\n      - echo \"cwd=$(basename $PWD) x=[$X] spec=$FROM_SPEC\"\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let base = p.path().file_name().unwrap().to_string_lossy().to_string();
+    let expected = if exec == Exec::Host {
+        format!("cwd={base} x=[] spec=spec")
+    } else {
+        "cwd=src x=[] spec=spec".to_string()
+    };
+    assert!(run.printed(&expected), "{}", run.stdout);
+}
+
+fn commands_read_nothing_from_stdin(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - cat; echo \"cat ended $?\"\n      - read line; echo \"read=[$line] rc=$?\"\n      - echo still-here\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("cat ended 0"), "{}", run.stdout);
+    assert!(run.printed("read=[] rc=1"), "{}", run.stdout);
+    assert!(run.printed("still-here"), "{}", run.stdout);
+}
+
+fn exit_ends_the_command_and_a_new_shell_goes_on(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - export GONE=1; exit 7\n      - echo not-run\n    finally:\n      - echo \"finally gone=[$GONE]\"\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("Command did not exit successfully export GONE=1; exit 7 exit status 7"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.printed("not-run"));
+    assert!(run.printed("finally gone=[]"), "{}", run.stdout);
+    assert_eq!(run.phase_status("BUILD").as_deref(), Some("FAILED"));
+    assert_eq!(
+        run.phase("BUILD").unwrap()["message"],
+        "Error while executing command: export GONE=1; exit 7. Reason: exit status 7"
+    );
+}
+
+fn install_failure_skips_to_finalizing(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  install:\n    commands:\n      - false\n  pre_build:\n    commands:\n      - echo pre\n  build:\n    commands:\n      - echo build\n  post_build:\n    commands:\n      - echo post\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.phase_names(),
+        ["DOWNLOAD_SOURCE", "INSTALL", "FINALIZING"]
+    );
+    assert_eq!(run.status(), "FAILED");
+    assert!(run.output_lines().is_empty(), "{}", run.stdout);
+}
+
+fn build_failure_still_runs_post_build_and_upload(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"during build $CODEBUILD_BUILD_SUCCEEDING\"\n      - exit 2\n  post_build:\n    commands:\n      - echo \"post_build sees $CODEBUILD_BUILD_SUCCEEDING\"\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    assert!(run.printed("during build 1"), "{}", run.stdout);
+    assert!(run.printed("post_build sees 0"), "{}", run.stdout);
+    assert_eq!(
+        run.phase_names(),
+        [
+            "DOWNLOAD_SOURCE",
+            "BUILD",
+            "POST_BUILD",
+            "UPLOAD_ARTIFACTS",
+            "FINALIZING"
+        ]
+    );
+    assert_eq!(run.phase_status("POST_BUILD").as_deref(), Some("SUCCEEDED"));
+    assert_eq!(run.status(), "FAILED");
+}
+
+fn post_build_failure_still_uploads(exec: Exec) {
+    let p = Project::new("version: 0.2\nphases:\n  post_build:\n    commands:\n      - false\n");
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.phase_status("UPLOAD_ARTIFACTS").as_deref(),
+        Some("SUCCEEDED")
+    );
+    assert_eq!(run.phase_status("POST_BUILD").as_deref(), Some("FAILED"));
+}
+
+fn finally_runs_after_a_failure_and_can_fail_the_phase(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  pre_build:\n    commands:\n      - echo one\n      - false\n      - echo skipped\n    finally:\n      - echo cleanup\n  build:\n    commands:\n      - echo never\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.output_lines(), ["one", "cleanup"], "{}", run.stdout);
+    assert_eq!(
+        run.phase_names(),
+        ["DOWNLOAD_SOURCE", "PRE_BUILD", "FINALIZING"]
+    );
+
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo fine\n    finally:\n      - exit 4\n      - echo not-after-failure\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.phase_status("BUILD").as_deref(), Some("FAILED"));
+    assert!(!run.printed("not-after-failure"));
+}
+
+fn on_failure_abort_skips_everything_after(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    on-failure: ABORT\n    commands:\n      - false\n  post_build:\n    commands:\n      - echo post\nartifacts:\n  files:\n    - '**/*'\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.phase_names(),
+        ["DOWNLOAD_SOURCE", "BUILD", "FINALIZING"]
+    );
+    assert!(!run.printed("post"));
+}
+
+fn on_failure_continue_goes_on_but_the_build_fails(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  pre_build:\n    on-failure: CONTINUE\n    commands:\n      - false\n  build:\n    commands:\n      - echo \"build runs, succeeding=$CODEBUILD_BUILD_SUCCEEDING\"\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert!(run.printed("build runs, succeeding=0"), "{}", run.stdout);
+    assert_eq!(run.phase_status("BUILD").as_deref(), Some("SUCCEEDED"));
+    assert_eq!(run.status(), "FAILED");
+    assert_eq!(run.code, 1);
+}
+
+fn on_failure_retry_runs_the_phase_again(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-3\n    commands:\n      - echo x >> attempts\n      - test $(wc -l < attempts) -ge 3\n    finally:\n      - echo \"attempt $(wc -l < attempts) done\"\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(
+        run.output_lines(),
+        ["attempt 1 done", "attempt 2 done", "attempt 3 done"],
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Phase BUILD failed: retrying, attempt 2 of 3"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.status(), "SUCCEEDED");
+}
+
+fn on_failure_retry_regex_only_retries_matching_failures(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-5-.*connection refused.*\n    commands:\n      - echo x >> attempts\n      - 'echo \"error: disk full\"; false'\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("attempts")).unwrap(),
+        "x\n"
+    );
+
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-2-.*connection refused.*\n    commands:\n      - echo x >> attempts\n      - 'echo \"dial tcp: connection refused\"; false'\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("attempts")).unwrap(),
+        "x\nx\nx\n"
+    );
+}
+
+fn timeout_kills_everything_and_reports_timed_out(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - (sleep 300; echo leaked > leaked) &\n      - echo started\n      - sleep 300\n  post_build:\n    commands:\n      - echo never\n",
+    );
+    let started = std::time::Instant::now();
+    let run = run_local(&p, exec, &["--timeout", "2s"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.status(), "TIMED_OUT");
+    assert_eq!(run.phase_status("BUILD").as_deref(), Some("TIMED_OUT"));
+    assert_eq!(
+        run.phase_names(),
+        ["DOWNLOAD_SOURCE", "BUILD", "FINALIZING"]
+    );
+    let build_id = run.summary["build_id"].as_str().unwrap();
+    if exec == Exec::Docker {
+        assert!(containers_of(build_id).is_empty());
+    } else {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .any(|l| l.trim() == "sleep 300")
+        );
+    }
+}
+
+fn exported_variables_reach_the_summary(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nenv:\n  variables:\n    FROM_SPEC: initial\n  exported-variables:\n    - IMAGE_TAG\n    - FROM_SPEC\n    - NEVER_SET\nphases:\n  build:\n    commands:\n      - export IMAGE_TAG=\"v1 with spaces\"\n      - FROM_SPEC=changed\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(
+        run.summary["exported_variables"]["IMAGE_TAG"],
+        "v1 with spaces"
+    );
+    assert_eq!(run.summary["exported_variables"]["FROM_SPEC"], "changed");
+    assert!(run.summary["exported_variables"].get("NEVER_SET").is_none());
+}
+
+fn secrets_are_masked_everywhere(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nenv:\n  exported-variables:\n    - LEAK\nphases:\n  build:\n    commands:\n      - echo \"plain $TOKEN\"\n      - printf 'split %s' \"$TOKEN\" | fold -w 5\n      - export LEAK=\"x${TOKEN}y\"\n      - echo \"$TOKEN\" | base64\n      - echo \"$TOKEN\" && false\n",
+    );
+    p.write("secrets.env", "FILE_SECRET=another-very-secret\n");
+    let secret = "Sup3r-S3cret-Value";
+    let run = run_local(
+        &p,
+        exec,
+        &[
+            "--secret",
+            &format!("TOKEN={secret}"),
+            "--secret-file",
+            p.path().join("secrets.env").to_str().unwrap(),
+        ],
+    );
+    assert!(run.printed("plain ***"), "{}", run.stdout);
+    let build_id = run.summary["build_id"].as_str().unwrap().to_string();
+    let log = std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
+        .unwrap();
+    let summary = run.summary.to_string();
+    for (name, text) in [
+        ("stdout", &run.stdout),
+        ("log file", &log),
+        ("summary", &summary),
+    ] {
+        assert!(!text.contains(secret), "{name} leaks the secret:\n{text}");
+        assert!(
+            !text.contains("U3VwMy1TM2NyZXQtVmFsdW"),
+            "{name} leaks the base64 form:\n{text}"
+        );
+    }
+    assert!(log.contains("plain ***"), "{log}");
+    assert_eq!(run.summary["exported_variables"]["LEAK"], "x***y");
+}
+
+fn env_precedence_is_buildspec_then_env_file_then_cli(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nenv:\n  variables:\n    A: spec\n    B: spec\n    C: spec\n    NUMBER: 012345678901\n    LITERAL: \"$PATH:/x\"\nphases:\n  build:\n    commands:\n      - echo \"A=$A B=$B C=$C N=$NUMBER\"\n      - echo \"literal=$LITERAL\"\n",
+    );
+    p.write("vars.env", "# comment\nB=file\nC=file\n");
+    let run = run_local(
+        &p,
+        exec,
+        &[
+            "--env-file",
+            p.path().join("vars.env").to_str().unwrap(),
+            "-e",
+            "C=cli",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.printed("A=spec B=file C=cli N=012345678901"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.printed("literal=$PATH:/x"), "{}", run.stdout);
+}
+
+fn builtin_variables_are_set(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"id=$CODEBUILD_BUILD_ID\"\n      - echo \"ci=$CODEBUILD_CI succeeding=$CODEBUILD_BUILD_SUCCEEDING\"\n      - echo \"src=$CODEBUILD_SRC_DIR pwd=$PWD\"\n      - echo \"start=$CODEBUILD_START_TIME\"\n      - echo \"sha=$CODEBUILD_RESOLVED_SOURCE_VERSION\"\n",
+    );
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(p.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ok.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "buildspec.yml"]);
+    git(&["commit", "-q", "-m", "x"]);
+    let sha = git(&["rev-parse", "HEAD"]);
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let build_id = run.summary["build_id"].as_str().unwrap();
+    assert!(build_id.starts_with("local:"));
+    assert!(run.printed(&format!("id={build_id}")), "{}", run.stdout);
+    assert!(run.printed("ci=true succeeding=1"), "{}", run.stdout);
+    assert!(run.printed(&format!("sha={sha}")), "{}", run.stdout);
+    let src_line = run
+        .output_lines()
+        .into_iter()
+        .find(|l| l.starts_with("src="))
+        .unwrap();
+    let (src, pwd) = src_line
+        .trim_start_matches("src=")
+        .split_once(" pwd=")
+        .unwrap();
+    assert_eq!(src, pwd);
+    if exec == Exec::Docker {
+        assert!(
+            src.starts_with("/codebuild/output/src") && src.ends_with("/src"),
+            "{src}"
+        );
+    }
+    let start = run
+        .output_lines()
+        .into_iter()
+        .find(|l| l.starts_with("start="))
+        .unwrap();
+    let ms: u128 = start.trim_start_matches("start=").parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert!(ms <= now && now - ms < 60_000, "{ms} vs {now}");
+}
+
+fn runtime_versions_give_the_codebuild_warning(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  install:\n    runtime-versions:\n      nodejs: 18.x\n    commands:\n      - echo installed\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("Skipping install of runtimes. Runtime version selection is not supported by this build image"));
+}
+
+fn bash_is_used_when_asked(exec: Exec) {
+    if exec == Exec::Docker {
+        // The busybox test image has no bash; the standard image is covered by the example.
+        return;
+    }
+    let p = Project::new(
+        "version: 0.2\nenv:\n  shell: bash\nphases:\n  build:\n    commands:\n      - 'if [[ \"abc\" == a* ]]; then echo \"bash ${BASH_VERSION%%.*}\"; fi'\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.output_lines().iter().any(|l| l.starts_with("bash ")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn invalid_buildspec_is_bad_input_and_runs_nothing() {
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo a: b\n");
+    let run = run_local(&p, Exec::Host, &[]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("error[command-is-mapping]"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("nothing ran"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn missing_buildspec_and_bad_flags_are_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::agent()
+        .args(["run-local", "--executor", "host", "--source"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no buildspec at"));
+    let out = common::agent()
+        .args(["run-local", "--timeout", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn missing_image_cannot_run() {
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo hi\n");
+    let out = common::agent()
+        .args([
+            "run-local",
+            "--pull",
+            "never",
+            "--image",
+            "agent-no-such-image:1",
+        ])
+        .arg("--source")
+        .arg(p.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("image `agent-no-such-image:1` is not available"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("images/build-all.sh"), "{stderr}");
+}
+
+#[test]
+fn unreachable_docker_cannot_run() {
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo hi\n");
+    let out = common::agent()
+        .args(["run-local", "--image", "agent-busybox:latest"])
+        .arg("--source")
+        .arg(p.path())
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Docker engine is not reachable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn docker_ignores_the_image_entrypoint_and_labels_the_container() {
+    let image = common::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {image}\nENTRYPOINT [\"/bin/false\"]\nENV FROM_IMAGE=image\n"),
+    )
+    .unwrap();
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", "agent-test-entrypoint:latest"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - 'echo \"from image: $FROM_IMAGE\"'\n      - sleep 2\n",
+    );
+    let summary = p.path().join(".summary.json");
+    let child = common::agent()
+        .args([
+            "run-local",
+            "--image",
+            "agent-test-entrypoint:latest",
+            "--summary",
+        ])
+        .arg(&summary)
+        .arg("--source")
+        .arg(p.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the build runs, its container carries both labels.
+    let mut labelled = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "--filter",
+                "label=agent.job-id",
+                "--filter",
+                "ancestor=agent-test-entrypoint:latest",
+                "--format",
+                "{{.Label \"agent.job-id\"}} {{.Label \"agent.instance\"}}",
+            ])
+            .output()
+            .unwrap();
+        labelled = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !labelled.is_empty() {
+            break;
+        }
+    }
+    let run = common::finish(child.wait_with_output().unwrap(), &summary);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("from image: image"), "{}", run.stdout);
+    let build_id = run.summary["build_id"].as_str().unwrap();
+    assert!(labelled.starts_with(build_id), "labels seen: {labelled:?}");
+    assert!(
+        containers_of(build_id).is_empty(),
+        "the container was left behind"
+    );
+}
+
+#[test]
+fn docker_run_as_switches_user_per_phase() {
+    let p = Project::new(
+        "version: 0.2\nrun-as: builder\nphases:\n  install:\n    run-as: root\n    commands:\n      - echo \"install uid=$(id -u)\"\n  build:\n    commands:\n      - echo \"build uid=$(id -u) home=$HOME\"\n",
+    );
+    let run = run_local(&p, Exec::Docker, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("install uid=0"), "{}", run.stdout);
+    assert!(
+        run.printed("build uid=1000 home=/home/builder"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_command_runs_finally_and_reports_stopped() {
+    for exec in [Exec::Host, Exec::Docker] {
+        let p = Project::new(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - echo started\n      - sleep 60\n      - echo not-run\n    finally:\n      - echo finally-ran\n  post_build:\n    commands:\n      - echo not-post\n",
+        );
+        let summary = p.path().join(".summary.json");
+        let mut command = common::agent();
+        command
+            .args(["run-local", "--summary"])
+            .arg(&summary)
+            .arg("--source")
+            .arg(p.path());
+        match exec {
+            Exec::Host => command.args(["--executor", "host"]),
+            Exec::Docker => command.args(["--image", common::busybox_image()]),
+        };
+        let child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log_dir = p.path().join(".agent/logs");
+        // Wait for the build to be in `sleep 60`, then press Ctrl-C once.
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let started = std::fs::read_dir(&log_dir)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .is_some_and(|log| log.contains("Running command sleep 60"));
+            if started {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let run = common::finish(child.wait_with_output().unwrap(), &summary);
+        assert_eq!(run.code, 1, "{exec:?}: {}{}", run.stdout, run.stderr);
+        assert_eq!(run.status(), "STOPPED", "{exec:?}: {}", run.stdout);
+        assert!(run.printed("finally-ran"), "{exec:?}: {}", run.stdout);
+        assert!(
+            !run.printed("not-run") && !run.printed("not-post"),
+            "{}",
+            run.stdout
+        );
+        assert_eq!(run.phase_status("BUILD").as_deref(), Some("STOPPED"));
+        let build_id = run.summary["build_id"].as_str().unwrap();
+        if exec == Exec::Docker {
+            assert!(containers_of(build_id).is_empty());
+        }
+    }
+}
