@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "hello from the app, version ${APP_VERSION:-dev}"
