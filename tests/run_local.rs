@@ -39,6 +39,11 @@ both!(
     builtin_variables_are_set,
     runtime_versions_give_the_codebuild_warning,
     bash_is_used_when_asked,
+    artifacts_are_laid_out_as_codebuild_does,
+    unmatched_artifact_patterns_fail_upload,
+    artifacts_never_leave_the_source,
+    reports_are_counted_and_copied,
+    cache_is_restored_by_key_and_fallback,
 );
 
 fn state_carries_across_commands_and_phases(exec: Exec) {
@@ -634,4 +639,236 @@ fn ctrl_c_stops_the_command_runs_finally_and_reports_stopped() {
             assert!(containers_of(build_id).is_empty());
         }
     }
+}
+
+fn artifacts_are_laid_out_as_codebuild_does(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nenv:\n  variables:\n    VERSION: \"1.2\"\nphases:\n  build:\n    commands:\n      - mkdir -p my-build-1 my-build-2/my-subdirectory logs\n      - echo 1 > my-build-1/my-file-1.txt\n      - echo 2 > my-build-2/my-file-2.txt\n      - echo 3 > my-build-2/my-subdirectory/my-file-3.txt\n      - echo log > logs/build.log\nartifacts:\n  files:\n    - '**/*'\n  base-directory: 'my-build*'\n  discard-paths: yes\n  name: app-$VERSION-$(echo x)\n  secondary-artifacts:\n    nested:\n      files:\n        - '*/my-file-3.txt'\n      base-directory: my-build-2\n    logs:\n      files:\n        - logs/*\n      base-directory: $CODEBUILD_SRC_DIR\n",
+    );
+    let out = p.path().join("out");
+    let run = run_local(&p, exec, &["--artifacts", out.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let files = |id: &str| -> Vec<String> {
+        let mut found: Vec<String> = walkdir::WalkDir::new(out.join(id))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                e.path()
+                    .strip_prefix(out.join(id))
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(
+        files("primary"),
+        ["my-file-1.txt", "my-file-2.txt", "my-file-3.txt"]
+    );
+    assert_eq!(files("nested"), ["my-subdirectory/my-file-3.txt"]);
+    assert_eq!(files("logs"), ["logs/build.log"]);
+    let artifacts = run.summary["artifacts"].as_array().unwrap();
+    assert_eq!(artifacts[0]["identifier"], "primary");
+    assert_eq!(artifacts[0]["name"], "app-1.2-x");
+    assert_eq!(artifacts[0]["files"].as_array().unwrap().len(), 3);
+}
+
+fn unmatched_artifact_patterns_fail_upload(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo hi > present.txt\nartifacts:\n  files:\n    - present.txt\n    - target/*.jar\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.phase_status("UPLOAD_ARTIFACTS").as_deref(),
+        Some("FAILED")
+    );
+    let message = run.phase("UPLOAD_ARTIFACTS").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("no matching artifact paths found for pattern 'target/*.jar'"),
+        "{message}"
+    );
+    assert_eq!(run.status(), "FAILED");
+}
+
+fn artifacts_never_leave_the_source(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - ln -s /etc/passwd leak.txt\nartifacts:\n  files:\n    - leak.txt\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(
+        run.phase_status("UPLOAD_ARTIFACTS").as_deref(),
+        Some("FAILED")
+    );
+    assert!(!p.path().join(".agent/artifacts/primary/leak.txt").exists());
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - 'true'\nartifacts:\n  files:\n    - '**/*'\n  base-directory: /etc\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    let message = run.phase("UPLOAD_ARTIFACTS").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("outside the build's source directories"),
+        "{message}"
+    );
+}
+
+fn reports_are_counted_and_copied(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p results\n      - printf '<testsuite><testcase name=\"a\"/><testcase name=\"b\"><failure message=\"x\"/></testcase><testcase name=\"c\"><skipped/></testcase></testsuite>' > results/junit.xml\n      - printf '[{\"elements\":[{\"type\":\"scenario\",\"steps\":[{\"result\":{\"status\":\"passed\"}}]}]}]' > results/cucumber.json\nreports:\n  unit:\n    files:\n      - '*.xml'\n    base-directory: results\n  features:\n    files:\n      - results/cucumber.json\n    file-format: cucumberjson\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let reports = run.summary["reports"].as_array().unwrap();
+    assert_eq!(reports[0]["group"], "unit");
+    assert_eq!(reports[0]["format"], "JUNITXML");
+    assert_eq!(
+        (
+            reports[0]["total"].as_u64(),
+            reports[0]["passed"].as_u64(),
+            reports[0]["failed"].as_u64(),
+            reports[0]["skipped"].as_u64()
+        ),
+        (Some(3), Some(1), Some(1), Some(1))
+    );
+    assert_eq!(reports[1]["format"], "CUCUMBERJSON");
+    assert_eq!(reports[1]["passed"], 1);
+    assert!(
+        p.path()
+            .join(".agent/artifacts/reports/unit/junit.xml")
+            .is_file()
+    );
+    assert!(
+        run.stdout
+            .contains("Report unit: 3 tests, 1 passed, 1 failed, 1 skipped"),
+        "{}",
+        run.stdout
+    );
+}
+
+fn cache_is_restored_by_key_and_fallback(exec: Exec) {
+    let spec = |key: &str| {
+        format!(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - 'if [ -f deps/stamp ]; then echo \"restored $(cat deps/stamp)\"; else echo fresh; fi'\n      - mkdir -p deps && echo {key} > deps/stamp\ncache:\n  key: {key}\n  fallback-keys:\n    - deps-\n  paths:\n    - 'deps/**/*'\n"
+        )
+    };
+    let p = Project::new(&spec("deps-one"));
+    let cache_dir = p.path().join("cache");
+    let args = ["--cache-dir", cache_dir.to_str().unwrap()];
+    let run = run_local(&p, exec, &args);
+    assert!(run.printed("fresh"), "{}", run.stdout);
+    std::fs::remove_dir_all(p.path().join("deps")).unwrap();
+    let run = run_local(&p, exec, &args);
+    assert!(run.printed("restored deps-one"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("keyed entries are never replaced"),
+        "{}",
+        run.stdout
+    );
+    // Another key restores the newest entry that matches a fallback prefix.
+    std::fs::remove_dir_all(p.path().join("deps")).unwrap();
+    p.write("buildspec.yml", &spec("deps-two"));
+    let run = run_local(&p, exec, &args);
+    assert!(run.printed("restored deps-one"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Cache: saved 1 paths"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn examples_build_as_documented() {
+    let copy = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(common::repo_root().join("examples").join(name).join("."))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        dir
+    };
+    let multi = copy("multi-artifact");
+    let run = common::finish(
+        common::agent()
+            .args(["run-local", "--image", common::busybox_image(), "--summary"])
+            .arg(multi.path().join("s.json"))
+            .arg("--source")
+            .arg(multi.path())
+            .output()
+            .unwrap(),
+        &multi.path().join("s.json"),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("hello from the app, version 2.3.1"));
+    let ids: Vec<&str> = run.summary["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["identifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["primary", "docs", "checksums"]);
+
+    let failing = copy("failing-build");
+    let run = common::finish(
+        common::agent()
+            .args(["run-local", "--image", common::busybox_image(), "--summary"])
+            .arg(failing.path().join("s.json"))
+            .arg("--source")
+            .arg(failing.path())
+            .output()
+            .unwrap(),
+        &failing.path().join("s.json"),
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.printed("tests failed: not publishing; notifying the team instead"),
+        "{}",
+        run.stdout
+    );
+
+    let python = copy("python-app");
+    let image = common::standard_image();
+    let cache = python.path().join(".cache-dir");
+    let mut args = vec![
+        "run-local",
+        "--image",
+        image,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let summary = python.path().join("s.json");
+    args.extend([
+        "--summary",
+        summary.to_str().unwrap(),
+        "--source",
+        python.path().to_str().unwrap(),
+    ]);
+    let run = common::finish(common::agent().args(&args).output().unwrap(), &summary);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.printed("dependencies prepared and cached"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.summary["reports"][0]["passed"], 4);
+    assert_eq!(run.summary["reports"][0]["skipped"], 1);
+    let run = common::finish(common::agent().args(&args).output().unwrap(), &summary);
+    assert!(
+        run.output_lines()
+            .iter()
+            .any(|l| l.starts_with("dependencies restored from the cache")),
+        "{}",
+        run.stdout
+    );
 }

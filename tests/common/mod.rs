@@ -35,6 +35,26 @@ pub fn busybox_image() -> &'static str {
     "agent-busybox:latest"
 }
 
+/// The standard image of `images/standard`, built the first time it is needed.
+pub fn standard_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let present = Command::new("docker")
+            .args(["image", "inspect", "agent-standard:latest"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !present {
+            let status = Command::new("bash")
+                .arg(repo_root().join("images/standard/build.sh"))
+                .status()
+                .expect("run images/standard/build.sh");
+            assert!(status.success(), "images/standard/build.sh failed");
+        }
+    });
+    "agent-standard:latest"
+}
+
 /// A project directory with a buildspec, removed when dropped.
 pub struct Project {
     pub dir: tempfile::TempDir,

@@ -10,12 +10,18 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use buildspec::buildspec::{OnFailure, Phase, PhaseName, Shell as ShellKind, Version};
+use std::path::Path;
+
+use buildspec::Spanned;
+use buildspec::buildspec::{
+    Artifacts, CacheAction, OnFailure, Phase, PhaseName, Shell as ShellKind, Version,
+};
 use tokio::sync::watch;
 
+use super::artifacts::{ArtifactSpec, copy_into, select};
 use super::shell::Shell;
-use super::summary::{BuildStatus, PhaseRecord, Summary};
-use super::{BuildRequest, env};
+use super::summary::{ArtifactRecord, BuildStatus, PhaseRecord, ReportRecord, Summary};
+use super::{BuildRequest, cache, env, reports};
 use crate::exec::{Executor, ShellSpec, Signal};
 use crate::logs::Log;
 
@@ -58,6 +64,10 @@ pub struct Build<'a, E: Executor> {
     records: Vec<PhaseRecord>,
     current: Option<(&'static str, Instant)>,
     stop: watch::Receiver<Stop>,
+    artifacts: Vec<ArtifactRecord>,
+    reports: Vec<ReportRecord>,
+    /// The cache key, expanded once at the start so save and restore agree.
+    cache_key: Option<String>,
 }
 
 impl<'a, E: Executor> Build<'a, E> {
@@ -82,13 +92,16 @@ impl<'a, E: Executor> Build<'a, E> {
             records: Vec::new(),
             current: None,
             stop,
+            artifacts: Vec::new(),
+            reports: Vec::new(),
+            cache_key: None,
         }
     }
 
     pub async fn run(mut self) -> Summary {
         self.log
             .agent(&format!("Running build {}", self.request.build_id));
-        self.download_source();
+        self.download_source().await;
         let deadline = self
             .request
             .timeout
@@ -118,7 +131,8 @@ impl<'a, E: Executor> Build<'a, E> {
         if matches!(flow, Flow::Upload) {
             self.upload_artifacts().await;
         }
-        self.finalize().await;
+        let completed = matches!(flow, Flow::Upload | Flow::Finalize);
+        self.finalize(completed).await;
         let status = match flow {
             Flow::TimedOut => BuildStatus::TimedOut,
             Flow::Stopped => BuildStatus::Stopped,
@@ -136,17 +150,18 @@ impl<'a, E: Executor> Build<'a, E> {
             status,
             phases: self.records,
             exported_variables: exported,
-            artifacts: Vec::new(),
-            reports: Vec::new(),
+            artifacts: self.artifacts,
+            reports: self.reports,
         }
     }
 
-    fn download_source(&mut self) {
+    async fn download_source(&mut self) {
         self.begin("DOWNLOAD_SOURCE");
         self.log
             .agent(&format!("CODEBUILD_SRC_DIR={}", self.executor.src_dir()));
         self.log
             .agent(&format!("YAML location is {}", self.request.buildspec_path));
+        self.restore_cache().await;
         self.end(BuildStatus::Succeeded, None);
     }
 
@@ -375,14 +390,334 @@ impl<'a, E: Executor> Build<'a, E> {
     async fn upload_artifacts(&mut self) {
         self.begin("UPLOAD_ARTIFACTS");
         self.log.agent("Entering phase UPLOAD_ARTIFACTS");
+        self.process_reports().await;
+        let failure = match &self.request.buildspec.artifacts {
+            Some(primary) => {
+                let blocks: Vec<&Artifacts> =
+                    std::iter::once(primary).chain(&primary.secondary).collect();
+                let mut failure = None;
+                for block in blocks {
+                    if let Err(message) = self.collect(block).await {
+                        self.log.agent(&message);
+                        failure.get_or_insert(message);
+                    }
+                }
+                failure
+            }
+            None => None,
+        };
+        match failure {
+            None => self.end(BuildStatus::Succeeded, None),
+            Some(message) => {
+                self.failed = true;
+                self.end(BuildStatus::Failed, Some(message));
+            }
+        }
+    }
+
+    /// Expands a buildspec value in the build shell, as CodeBuild does for `name`,
+    /// `base-directory` and `cache.key`.
+    async fn expand(&mut self, text: &str) -> Result<String, String> {
+        if !text.contains(['$', '`']) {
+            return Ok(text.to_string());
+        }
+        let user = self
+            .request
+            .buildspec
+            .run_as
+            .as_ref()
+            .map(|u| u.value.clone());
+        let log = self.log.clone();
+        let shell = self.shell_for(&user).await?;
+        shell
+            .expand(text, &log)
+            .await
+            .ok_or_else(|| format!("the build shell ended while expanding `{text}`"))
+    }
+
+    /// A base directory as a host path: relative ones stay relative to the source.
+    async fn base_directory(
+        &mut self,
+        base: Option<&Spanned<String>>,
+    ) -> Result<Option<String>, String> {
+        let Some(base) = base else { return Ok(None) };
+        let expanded = self.expand(base).await?;
+        if !expanded.starts_with('/') {
+            return Ok(Some(expanded));
+        }
+        match self.executor.host_path(&expanded) {
+            Some(host) => Ok(Some(host.display().to_string())),
+            None => Err(format!(
+                "CLIENT_ERROR: base-directory {expanded} is outside the build's source directories"
+            )),
+        }
+    }
+
+    /// Copies one artifact block to `<artifacts>/<identifier>/`.
+    async fn collect(&mut self, block: &Artifacts) -> Result<(), String> {
+        let Some(out_dir) = self.request.artifacts_dir.clone() else {
+            return Ok(());
+        };
+        let name = match &block.name {
+            Some(name) => Some(self.expand(name).await?),
+            None => None,
+        };
+        let base = self.base_directory(block.base_directory.as_ref()).await?;
+        let files: Vec<String> = block.files.iter().map(|f| f.value.clone()).collect();
+        let excludes: Vec<String> = block
+            .exclude_paths
+            .iter()
+            .map(|f| f.value.clone())
+            .collect();
+        let spec = ArtifactSpec {
+            files: &files,
+            base_directory: base.as_deref(),
+            discard_paths: block.discard_paths,
+            exclude_paths: &excludes,
+            enable_symlinks: block.enable_symlinks,
+        };
+        let roots = self.executor.source_roots();
+        let selected = select(&self.request.source_dir, &roots, &spec)
+            .map_err(|e| format!("CLIENT_ERROR: {e}"))?;
+        let dest = out_dir.join(&block.identifier);
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest)
+                .map_err(|e| format!("cannot clear {}: {e}", dest.display()))?;
+        }
+        let written = copy_into(&selected, &dest).map_err(|e| format!("CLIENT_ERROR: {e}"))?;
+        self.log.agent(&format!(
+            "Uploaded {} files of artifact {} to {}",
+            written.len(),
+            block.identifier,
+            dest.display()
+        ));
+        self.artifacts.push(ArtifactRecord {
+            identifier: block.identifier.clone(),
+            name,
+            location: dest.display().to_string(),
+            files: written,
+        });
+        Ok(())
+    }
+
+    /// Copies and counts every report group; a report problem never fails the build.
+    async fn process_reports(&mut self) {
+        let Some(out_dir) = self.request.artifacts_dir.clone() else {
+            return;
+        };
+        let groups = &self.request.buildspec.reports;
+        for group in groups {
+            let outcome = async {
+                let name = self.expand(&group.name).await?;
+                let base = self.base_directory(group.base_directory.as_ref()).await?;
+                let files: Vec<String> = group.files.iter().map(|f| f.value.clone()).collect();
+                let input = reports::Group {
+                    name: &name,
+                    files: &files,
+                    base_directory: base.as_deref(),
+                    discard_paths: group.discard_paths,
+                    format: group.file_format,
+                };
+                let roots = self.executor.source_roots();
+                reports::process(
+                    &input,
+                    &self.request.source_dir,
+                    &roots,
+                    &out_dir.join("reports"),
+                )
+            }
+            .await;
+            match outcome {
+                Ok((record, problems)) => {
+                    for problem in problems {
+                        self.log
+                            .agent(&format!("Report {}: skipped {problem}", record.group));
+                    }
+                    self.log.agent(&format!(
+                        "Report {}: {} tests, {} passed, {} failed, {} skipped",
+                        record.group, record.total, record.passed, record.failed, record.skipped
+                    ));
+                    self.reports.push(record);
+                }
+                Err(message) => self.log.agent(&format!(
+                    "Report {}: not processed: {message}",
+                    group.name.value
+                )),
+            }
+        }
+    }
+
+    async fn finalize(&mut self, completed: bool) {
+        self.begin("FINALIZING");
+        self.log.agent("Entering phase FINALIZING");
+        if completed {
+            self.save_cache().await;
+        }
+        self.close_shell().await;
         self.end(BuildStatus::Succeeded, None);
     }
 
-    async fn finalize(&mut self) {
-        self.begin("FINALIZING");
-        self.log.agent("Entering phase FINALIZING");
-        self.close_shell().await;
-        self.end(BuildStatus::Succeeded, None);
+    /// The cache key, expanded in the build shell; the project entry without a key.
+    async fn cache_key(&mut self) -> Option<String> {
+        if let Some(key) = &self.cache_key {
+            return Some(key.clone());
+        }
+        let spec = self.request.buildspec.cache.as_ref()?;
+        let key = match &spec.key {
+            None => cache::PROJECT_KEY.to_string(),
+            Some(text) => {
+                let text = cache::expand_hash_files(text, &self.request.source_dir);
+                match self.expand(&text).await {
+                    Ok(key) if !key.trim().is_empty() => key,
+                    Ok(_) => {
+                        self.log
+                            .agent("Cache: the key expands to nothing; the cache is not used");
+                        return None;
+                    }
+                    Err(message) => {
+                        self.log.agent(&format!("Cache: {message}"));
+                        return None;
+                    }
+                }
+            }
+        };
+        self.cache_key = Some(key.clone());
+        Some(key)
+    }
+
+    async fn restore_cache(&mut self) {
+        let (Some(spec), Some(dir)) = (
+            &self.request.buildspec.cache,
+            self.request.cache_dir.clone(),
+        ) else {
+            return;
+        };
+        if spec.action == Some(CacheAction::Save) {
+            return;
+        }
+        let Some(key) = self.cache_key().await else {
+            return;
+        };
+        let mut fallbacks = Vec::new();
+        if spec.key.is_some() {
+            for prefix in &spec.fallback_keys {
+                let text = cache::expand_hash_files(prefix, &self.request.source_dir);
+                if let Ok(p) = self.expand(&text).await {
+                    fallbacks.push(p);
+                }
+            }
+        }
+        let Some((found, entry)) = cache::find(&dir, &key, &fallbacks) else {
+            self.log.agent(&format!(
+                "Cache: no entry for key {key} or its fallback keys"
+            ));
+            return;
+        };
+        let manifest = std::fs::read_to_string(entry.join("paths")).unwrap_or_default();
+        let mut restored = 0;
+        for line in manifest.lines() {
+            let Some((file, stored)) = line.split_once('\t') else {
+                continue;
+            };
+            let path = cache::from_manifest(stored, self.executor.src_dir());
+            let parent = Path::new(&path)
+                .parent()
+                .map_or_else(|| "/".to_string(), |p| p.display().to_string());
+            match self.executor.restore_path(&entry.join(file), &parent).await {
+                Ok(()) => restored += 1,
+                Err(e) => self
+                    .log
+                    .agent(&format!("Cache: cannot restore {path}: {e}")),
+            }
+        }
+        self.log.agent(&format!(
+            "Cache: restored {restored} paths from key {found}"
+        ));
+    }
+
+    async fn save_cache(&mut self) {
+        let (Some(spec), Some(dir)) = (
+            &self.request.buildspec.cache,
+            self.request.cache_dir.clone(),
+        ) else {
+            return;
+        };
+        if spec.action == Some(CacheAction::Restore) {
+            return;
+        }
+        let keyed = spec.key.is_some();
+        let paths: Vec<String> = spec.paths.iter().map(|p| p.value.clone()).collect();
+        let Some(key) = self.cache_key().await else {
+            return;
+        };
+        let entry = cache::entry_dir(&dir, &key);
+        if keyed && cache::is_complete(&entry) {
+            self.log.agent(&format!(
+                "Cache: entry {key} exists and keyed entries are never replaced"
+            ));
+            return;
+        }
+        match self.write_cache_entry(&dir, &entry, &key, &paths).await {
+            Ok((count, bytes)) => self.log.agent(&format!(
+                "Cache: saved {count} paths ({:.1} MB) under key {key}",
+                bytes as f64 / 1e6
+            )),
+            Err(message) => self.log.agent(&format!("Cache: not saved: {message}")),
+        }
+    }
+
+    /// Writes the entry beside its final place and renames it in, so a reader never sees
+    /// half an entry.
+    async fn write_cache_entry(
+        &self,
+        dir: &Path,
+        entry: &Path,
+        key: &str,
+        paths: &[String],
+    ) -> Result<(usize, u64), String> {
+        let staging = dir.join(format!("staging-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+        let result = async {
+            let mut manifest = String::new();
+            let mut bytes = 0;
+            let mut count = 0;
+            for pattern in paths {
+                let Some(root) = cache::cache_root(pattern, self.executor.src_dir()) else {
+                    self.log.agent(&format!(
+                        "Cache: `{pattern}` names no directory that can be cached"
+                    ));
+                    continue;
+                };
+                let file = format!("{count}.tar");
+                let tar = staging.join(&file);
+                if self
+                    .executor
+                    .archive_path(&root, &tar)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    bytes += std::fs::metadata(&tar).map(|m| m.len()).unwrap_or(0);
+                    let stored = cache::to_manifest(&root, self.executor.src_dir());
+                    manifest.push_str(&format!("{file}\t{stored}\n"));
+                    count += 1;
+                }
+            }
+            std::fs::write(staging.join("key"), key).map_err(|e| e.to_string())?;
+            std::fs::write(staging.join("paths"), manifest).map_err(|e| e.to_string())?;
+            if entry.exists() {
+                std::fs::remove_dir_all(entry).map_err(|e| e.to_string())?;
+            }
+            if let Some(parent) = entry.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::rename(&staging, entry).map_err(|e| e.to_string())?;
+            Ok((count, bytes))
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result
     }
 
     /// After a timeout or an immediate stop: the running phase ends with `status`, and

@@ -1,8 +1,11 @@
 //! The phase engine: runs a parsed buildspec on an [`Executor`](crate::exec::Executor) with
 //! CodeBuild's phase rules, and describes the result in the summary JSON.
 
+pub mod artifacts;
+pub mod cache;
 mod engine;
 pub mod env;
+pub mod reports;
 pub mod shell;
 mod summary;
 
@@ -34,6 +37,8 @@ pub struct BuildRequest {
     pub timeout: Option<Duration>,
     /// Where artifacts land; `None` collects none.
     pub artifacts_dir: Option<PathBuf>,
+    /// Where `cache.paths` are kept between builds; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
     /// `CODEBUILD_INITIATOR`.
     pub initiator: String,
 }

@@ -41,6 +41,9 @@ pub struct PhaseRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct ArtifactRecord {
     pub identifier: String,
+    /// The buildspec's `name`, expanded, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub location: String,
     pub files: Vec<String>,
 }

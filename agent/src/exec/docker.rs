@@ -14,7 +14,8 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, KillContainerOptions, RemoveContainerOptions,
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
+    RemoveContainerOptions, UploadToContainerOptions,
 };
 use clap::ValueEnum;
 use futures_util::StreamExt;
@@ -51,6 +52,7 @@ pub struct DockerOptions {
 
 pub struct DockerExecutor {
     docker: Docker,
+    roots: Vec<PathBuf>,
     container: String,
     src_dir: String,
     secondary: Vec<(String, String)>,
@@ -119,6 +121,9 @@ impl DockerExecutor {
             .map_err(|e| ExecError::Docker(format!("cannot create the build container: {e}")))?;
         let executor = DockerExecutor {
             docker,
+            roots: std::iter::once(source)
+                .chain(options.secondary.iter().map(|(_, d)| d.clone()))
+                .collect(),
             container: created.id,
             src_dir,
             secondary,
@@ -176,6 +181,10 @@ impl Executor for DockerExecutor {
 
     fn base_env(&self) -> &[(String, String)] {
         &self.base_env
+    }
+
+    fn source_roots(&self) -> Vec<PathBuf> {
+        self.roots.clone()
     }
 
     async fn start_shell(&self, spec: ShellSpec) -> Result<ShellHandle, ExecError> {
@@ -259,6 +268,64 @@ impl Executor for DockerExecutor {
             stdin: input,
             output: rx,
         })
+    }
+
+    async fn archive_path(&self, path: &str, dest: &std::path::Path) -> Result<bool, ExecError> {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = self.docker.download_from_container(
+            &self.container,
+            Some(DownloadFromContainerOptions {
+                path: path.to_string(),
+            }),
+        );
+        let mut file: Option<tokio::fs::File> = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(bytes) => {
+                    if file.is_none() {
+                        file = Some(tokio::fs::File::create(dest).await?);
+                    }
+                    if let Some(f) = &mut file {
+                        f.write_all(&bytes).await?;
+                    }
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    return Ok(false);
+                }
+                Err(e) => {
+                    return Err(ExecError::Docker(format!(
+                        "cannot copy {path} out of the container: {e}"
+                    )));
+                }
+            }
+        }
+        match file {
+            Some(mut f) => {
+                f.flush().await?;
+                f.sync_all().await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn restore_path(&self, archive: &std::path::Path, parent: &str) -> Result<(), ExecError> {
+        self.exec_detached(&["mkdir", "-p", parent]).await?;
+        let file = tokio::fs::File::open(archive).await?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
+        self.docker
+            .upload_to_container(
+                &self.container,
+                Some(UploadToContainerOptions {
+                    path: parent.to_string(),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| ExecError::Docker(format!("cannot copy the cache into {parent}: {e}")))
     }
 
     async fn signal_all(&self, signal: Signal) {

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 use super::{Chunk, ExecError, Executor, ShellHandle, ShellSpec, Signal};
 
 pub struct HostExecutor {
+    roots: Vec<std::path::PathBuf>,
     src_dir: String,
     secondary: Vec<(String, String)>,
     base_env: Vec<(String, String)>,
@@ -47,6 +48,9 @@ impl HostExecutor {
         })?;
         let group = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
         Ok(HostExecutor {
+            roots: std::iter::once(src_dir.to_path_buf())
+                .chain(secondary.iter().map(|(_, p)| p.clone()))
+                .collect(),
             src_dir: src_dir.display().to_string(),
             secondary: secondary
                 .iter()
@@ -70,6 +74,10 @@ impl Executor for HostExecutor {
 
     fn base_env(&self) -> &[(String, String)] {
         &self.base_env
+    }
+
+    fn source_roots(&self) -> Vec<std::path::PathBuf> {
+        self.roots.clone()
     }
 
     async fn start_shell(&self, spec: ShellSpec) -> Result<ShellHandle, ExecError> {
@@ -132,6 +140,53 @@ impl Executor for HostExecutor {
             stdin: Box::pin(stdin),
             output: rx,
         })
+    }
+
+    async fn archive_path(&self, path: &str, dest: &Path) -> Result<bool, ExecError> {
+        let source = std::path::PathBuf::from(path);
+        let dest = dest.to_path_buf();
+        let task = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            let Ok(meta) = std::fs::symlink_metadata(&source) else {
+                return Ok(false);
+            };
+            let name = source
+                .file_name()
+                .map_or_else(|| std::ffi::OsString::from("root"), |n| n.to_os_string());
+            let mut builder =
+                tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&dest)?));
+            builder.follow_symlinks(false);
+            if meta.is_dir() {
+                builder.append_dir_all(&name, &source)?;
+            } else {
+                builder.append_path_with_name(&source, &name)?;
+            }
+            builder
+                .into_inner()?
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()?;
+            Ok(true)
+        });
+        task.await
+            .map_err(|e| ExecError::Io(std::io::Error::other(e)))?
+            .map_err(ExecError::Io)
+    }
+
+    async fn restore_path(&self, archive: &Path, parent: &str) -> Result<(), ExecError> {
+        let archive = archive.to_path_buf();
+        let parent = std::path::PathBuf::from(parent);
+        let task = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&parent)?;
+            // The tar crate refuses entries that would land outside `parent`.
+            let mut reader =
+                tar::Archive::new(std::io::BufReader::new(std::fs::File::open(&archive)?));
+            reader.set_preserve_permissions(true);
+            reader.set_overwrite(true);
+            reader.unpack(&parent)
+        });
+        task.await
+            .map_err(|e| ExecError::Io(std::io::Error::other(e)))?
+            .map_err(ExecError::Io)
     }
 
     async fn signal_all(&self, signal: Signal) {

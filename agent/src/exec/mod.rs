@@ -78,6 +78,31 @@ pub trait Executor: Send + Sync {
     /// Secondary sources as commands see them: identifier → path.
     fn secondary_dirs(&self) -> &[(String, String)];
 
+    /// The host directories the build's sources are in, primary first: the only places
+    /// artifacts and reports may be collected from.
+    fn source_roots(&self) -> Vec<std::path::PathBuf>;
+
+    /// The host path of a path as the build sees it, when it lies in a source directory.
+    fn host_path(&self, path: &str) -> Option<std::path::PathBuf> {
+        let dirs = std::iter::once(self.src_dir())
+            .chain(self.secondary_dirs().iter().map(|(_, d)| d.as_str()));
+        for (dir, root) in dirs.zip(self.source_roots()) {
+            let rest = if path == dir {
+                Some("")
+            } else {
+                path.strip_prefix(dir).and_then(|r| r.strip_prefix('/'))
+            };
+            if let Some(rest) = rest {
+                return Some(if rest.is_empty() {
+                    root
+                } else {
+                    root.join(rest)
+                });
+            }
+        }
+        None
+    }
+
     /// Variables the environment itself defines (an image's `ENV`), lowest precedence.
     fn base_env(&self) -> &[(String, String)];
 
@@ -86,6 +111,21 @@ pub trait Executor: Send + Sync {
         &self,
         spec: ShellSpec,
     ) -> impl Future<Output = Result<ShellHandle, ExecError>> + Send;
+
+    /// Writes a tar of `path` (entries named from its last component on) to `dest`; false
+    /// when there is nothing at `path`.
+    fn archive_path(
+        &self,
+        path: &str,
+        dest: &std::path::Path,
+    ) -> impl Future<Output = Result<bool, ExecError>> + Send;
+
+    /// Unpacks an archive made by [`Executor::archive_path`] into the directory `parent`.
+    fn restore_path(
+        &self,
+        archive: &std::path::Path,
+        parent: &str,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send;
 
     /// Sends `signal` to every process of the build.
     fn signal_all(&self, signal: Signal) -> impl Future<Output = ()> + Send;

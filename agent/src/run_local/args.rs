@@ -52,6 +52,9 @@ pub struct RunLocalArgs {
     /// The whole build's time limit: `90m`, `30s`, `2h`; a bare number is minutes.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
+    /// Where `cache.paths` are kept between builds (default: .agent/cache under the source).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Write the JSON summary here.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,

@@ -216,6 +216,10 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         .artifacts
         .clone()
         .unwrap_or_else(|| source_dir.join(".agent/artifacts"));
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| source_dir.join(".agent/cache"));
     Ok(BuildRequest {
         build_id,
         buildspec: spec,
@@ -226,6 +230,7 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         secrets,
         timeout: args.timeout,
         artifacts_dir: Some(artifacts_dir),
+        cache_dir: Some(cache_dir),
         initiator: std::env::var("USER").unwrap_or_else(|_| "local".to_string()),
     })
 }

@@ -47,7 +47,7 @@ pub(super) fn decode_commands(d: &mut Decoder<'_>, node: &Node, path: &str) -> V
                         Code::MultilineCommand,
                         item.span,
                         "this multi-line command runs as one script: only its last line's exit status counts",
-                        "start it with `set -e` so a failing line fails the build, or split it into one `- command` per line",
+                        "split it into one `- command` per line, or start it with `set -e` (which then stays on for later commands, as the shell is shared)",
                     );
                 }
                 let line = d.diags.source().position(item.span.start).line;
