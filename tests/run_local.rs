@@ -872,3 +872,163 @@ fn examples_build_as_documented() {
         run.stdout
     );
 }
+
+#[test]
+fn batch_graph_runs_members_in_order_with_their_own_environment() {
+    let p = Project::new(
+        "version: 0.2\nbatch:\n  build-graph:\n    - identifier: first\n      env:\n        variables:\n          STEP: one\n    - identifier: second\n      depend-on:\n        - first\n      buildspec: second.yml\n    - identifier: flaky\n      ignore-failure: true\n      env:\n        variables:\n          STEP: fail\nphases:\n  build:\n    commands:\n      - echo \"$CODEBUILD_BATCH_BUILD_IDENTIFIER step=$STEP\"\n      - echo done > marker\n      - '[ \"$STEP\" != fail ]'\nartifacts:\n  files:\n    - marker\n",
+    );
+    p.write("second.yml", "version: 0.2\nphases:\n  build:\n    commands:\n      - test ! -f marker\n      - echo \"second sees a fresh source\"\n");
+    let run = run_local(&p, Exec::Docker, &["--parallel", "2"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.status(), "SUCCEEDED");
+    let builds = run.summary["builds"].as_array().unwrap();
+    let status: Vec<(&str, &str)> = builds
+        .iter()
+        .map(|b| {
+            (
+                b["identifier"].as_str().unwrap(),
+                b["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("first", "SUCCEEDED"),
+            ("second", "SUCCEEDED"),
+            ("flaky", "FAILED")
+        ]
+    );
+    assert!(
+        run.stdout.contains("[first] first step=one"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("[second] second sees a fresh source"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        p.path()
+            .join(".agent/artifacts/first/primary/marker")
+            .is_file()
+    );
+    assert!(
+        !p.path().join("marker").exists(),
+        "members must not write into the original source"
+    );
+}
+
+#[test]
+fn batch_fast_fail_stops_the_rest() {
+    let p = Project::new(
+        "version: 0.2\nbatch:\n  fast-fail: true\n  build-list:\n    - identifier: slow\n      env:\n        variables:\n          WAIT: \"30\"\n    - identifier: broken\n      env:\n        variables:\n          WAIT: fail\nphases:\n  build:\n    commands:\n      - '[ \"$WAIT\" != fail ]'\n      - sleep $WAIT\n",
+    );
+    let started = std::time::Instant::now();
+    let run = run_local(&p, Exec::Host, &["--parallel", "2"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "fast-fail did not stop the slow build"
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(run.status(), "FAILED");
+    let builds = run.summary["builds"].as_array().unwrap();
+    assert_eq!(builds[0]["status"], "STOPPED", "{}", run.summary);
+    assert_eq!(builds[1]["status"], "FAILED");
+}
+
+#[test]
+fn batch_matrix_runs_every_combination() {
+    let p = Project::new(
+        "version: 0.2\nbatch:\n  build-matrix:\n    dynamic:\n      env:\n        variables:\n          OS:\n            - linux\n            - bsd\n          ARCH:\n            - amd64\n            - arm64\nphases:\n  build:\n    commands:\n      - echo \"combo $OS-$ARCH\"\n",
+    );
+    let run = run_local(&p, Exec::Host, &["--parallel", "2"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for combo in ["linux-amd64", "linux-arm64", "bsd-amd64", "bsd-arm64"] {
+        assert!(
+            run.stdout.contains(&format!("combo {combo}")),
+            "{combo}: {}",
+            run.stdout
+        );
+    }
+    assert_eq!(run.summary["builds"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn host_run_as_switches_user() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    run-as: nobody\n    commands:\n      - echo \"uid=$(id -un)\"\n",
+    );
+    std::fs::set_permissions(
+        p.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = run_local(&p, Exec::Host, &[]);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert!(run.printed("uid=nobody"), "{}", run.stdout);
+    } else {
+        assert_eq!(run.code, 1);
+        assert!(
+            run.stdout.contains("needs the agent to run as root"),
+            "{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn secondary_sources_are_mounted_and_exported() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - cat \"$CODEBUILD_SRC_DIR_libs/lib.txt\"\n      - echo \"dir=$CODEBUILD_SRC_DIR_libs\"\n",
+    );
+    let libs = tempfile::tempdir().unwrap();
+    std::fs::write(libs.path().join("lib.txt"), "library content\n").unwrap();
+    let secondary = format!("libs={}", libs.path().display());
+    let run = run_local(&p, Exec::Docker, &["--secondary-source", &secondary]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("library content"), "{}", run.stdout);
+    let dir = run
+        .output_lines()
+        .into_iter()
+        .find(|l| l.starts_with("dir="))
+        .unwrap();
+    assert!(
+        dir.starts_with("dir=/codebuild/output/src") && dir.ends_with("/libs"),
+        "{dir}"
+    );
+}
+
+#[test]
+fn quiet_and_json_logs() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo visible-output\n",
+    );
+    let run = run_local(&p, Exec::Host, &["--quiet"]);
+    assert_eq!(run.code, 0);
+    assert!(!run.printed("visible-output"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("Phase complete: BUILD State: SUCCEEDED")
+    );
+    let run = run_local(&p, Exec::Host, &["--json-logs"]);
+    assert_eq!(run.code, 0);
+    let records: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["origin"] == "output" && r["line"] == "visible-output")
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["time"].as_str().is_some_and(|t| t.contains('T')))
+    );
+}

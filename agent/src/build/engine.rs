@@ -152,6 +152,7 @@ impl<'a, E: Executor> Build<'a, E> {
             exported_variables: exported,
             artifacts: self.artifacts,
             reports: self.reports,
+            builds: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! CodeBuild's phase rules, and describes the result in the summary JSON.
 
 pub mod artifacts;
+pub mod batch;
 pub mod cache;
 mod engine;
 pub mod env;
@@ -10,7 +11,9 @@ pub mod shell;
 mod summary;
 
 pub use engine::{Build, Stop};
-pub use summary::{ArtifactRecord, BuildStatus, PhaseRecord, PhaseStatus, ReportRecord, Summary};
+pub use summary::{
+    ArtifactRecord, BatchMember, BuildStatus, PhaseRecord, PhaseStatus, ReportRecord, Summary,
+};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -146,7 +146,7 @@ impl Shell {
     /// Ends the shell and waits, briefly, for it to go.
     pub async fn close(mut self, log: &Log) {
         if self.send("exit 0\n").await {
-            let _ = self.handle.stdin.shutdown().await;
+            let _ = self.handle.stdin.get_mut().shutdown().await;
             let wait = self.finish_dead(log);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
         }
@@ -156,8 +156,10 @@ impl Shell {
         if self.ended.is_some() {
             return false;
         }
-        self.handle.stdin.write_all(script.as_bytes()).await.is_ok()
-            && self.handle.stdin.flush().await.is_ok()
+        {
+            let stdin = self.handle.stdin.get_mut();
+            stdin.write_all(script.as_bytes()).await.is_ok() && stdin.flush().await.is_ok()
+        }
     }
 
     async fn finish_dead(&mut self, log: &Log) -> Finished {

@@ -66,4 +66,17 @@ pub struct Summary {
     pub exported_variables: BTreeMap<String, String>,
     pub artifacts: Vec<ArtifactRecord>,
     pub reports: Vec<ReportRecord>,
+    /// The members of a batch build, in the order the batch lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<BatchMember>,
+}
+
+/// One member of a batch in the batch's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchMember {
+    pub identifier: String,
+    pub status: BuildStatus,
+    /// Why the member did not run, when it did not.
+    pub message: Option<String>,
+    pub build: Option<Summary>,
 }

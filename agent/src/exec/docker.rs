@@ -264,10 +264,7 @@ impl Executor for DockerExecutor {
             }
             let _ = tx.send(Chunk::Exited(code)).await;
         });
-        Ok(ShellHandle {
-            stdin: input,
-            output: rx,
-        })
+        Ok(ShellHandle::new(input, rx))
     }
 
     async fn archive_path(&self, path: &str, dest: &std::path::Path) -> Result<bool, ExecError> {

@@ -136,10 +136,7 @@ impl Executor for HostExecutor {
             let code = status.ok().map_or(-1, exit_code);
             let _ = tx.send(Chunk::Exited(code)).await;
         });
-        Ok(ShellHandle {
-            stdin: Box::pin(stdin),
-            output: rx,
-        })
+        Ok(ShellHandle::new(Box::pin(stdin), rx))
     }
 
     async fn archive_path(&self, path: &str, dest: &Path) -> Result<bool, ExecError> {

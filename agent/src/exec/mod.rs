@@ -41,8 +41,18 @@ pub enum Chunk {
 
 /// A running shell: its standard input, and everything it prints, in order per stream.
 pub struct ShellHandle {
-    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Behind a lock only so a build can be shared between tasks; `get_mut` reaches it.
+    pub stdin: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
     pub output: mpsc::Receiver<Chunk>,
+}
+
+impl ShellHandle {
+    pub fn new(stdin: Pin<Box<dyn AsyncWrite + Send>>, output: mpsc::Receiver<Chunk>) -> Self {
+        ShellHandle {
+            stdin: tokio::sync::Mutex::new(stdin),
+            output,
+        }
+    }
 }
 
 /// Signals an executor can send to every process of a build.

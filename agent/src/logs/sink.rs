@@ -17,10 +17,13 @@ pub trait Sink: Send {
     }
 }
 
-/// Standard output, as a person reads it. `quiet` keeps only the agent's own lines.
+/// Standard output, as a person reads it. `quiet` keeps only the agent's own lines. With a
+/// prefix (a batch member's identifier) every line is written whole under the stdout lock,
+/// so the members' lines never mix within a line.
 pub struct TerminalSink {
     out: BufWriter<io::Stdout>,
     quiet: bool,
+    prefix: Option<String>,
 }
 
 impl TerminalSink {
@@ -28,6 +31,14 @@ impl TerminalSink {
         TerminalSink {
             out: BufWriter::with_capacity(64 * 1024, io::stdout()),
             quiet,
+            prefix: None,
+        }
+    }
+
+    pub fn prefixed(quiet: bool, prefix: &str) -> Self {
+        TerminalSink {
+            prefix: Some(format!("[{prefix}] ")),
+            ..Self::new(quiet)
         }
     }
 }
@@ -40,6 +51,14 @@ impl Sink for TerminalSink {
     fn line(&mut self, _: OffsetDateTime, origin: Origin, line: &[u8]) -> io::Result<()> {
         if self.quiet && origin == Origin::Output {
             return Ok(());
+        }
+        if let Some(prefix) = &self.prefix {
+            let mut whole = Vec::with_capacity(prefix.len() + line.len() + 1);
+            whole.extend_from_slice(prefix.as_bytes());
+            whole.extend_from_slice(line);
+            whole.push(b'\n');
+            let mut out = io::stdout().lock();
+            return out.write_all(&whole).and_then(|()| out.flush());
         }
         self.out.write_all(line)?;
         self.out.write_all(b"\n")?;
@@ -86,22 +105,17 @@ impl Sink for FileSink {
     }
 }
 
-/// One JSON object a line on standard output: `{"time", "origin", "line"}`.
+/// One JSON object a line on standard output: `{"time", "origin", "line"}`, and `"build"`
+/// for a batch member.
 pub struct JsonSink {
-    out: BufWriter<io::Stdout>,
+    build: Option<String>,
 }
 
 impl JsonSink {
-    pub fn new() -> Self {
+    pub fn new(build: Option<&str>) -> Self {
         JsonSink {
-            out: BufWriter::with_capacity(64 * 1024, io::stdout()),
+            build: build.map(str::to_string),
         }
-    }
-}
-
-impl Default for JsonSink {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -111,20 +125,26 @@ impl Sink for JsonSink {
     }
 
     fn line(&mut self, at: OffsetDateTime, origin: Origin, line: &[u8]) -> io::Result<()> {
-        let record = serde_json::json!({
+        let mut record = serde_json::json!({
             "time": at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             "origin": match origin { Origin::Agent => "agent", Origin::Output => "output" },
             "line": String::from_utf8_lossy(line),
         });
-        serde_json::to_writer(&mut self.out, &record)?;
-        self.out.write_all(b"\n")?;
+        if let Some(build) = &self.build {
+            record["build"] = serde_json::Value::String(build.clone());
+        }
+        let mut whole = serde_json::to_vec(&record)?;
+        whole.push(b'\n');
+        // One write per record under the lock: records from several builds never mix.
+        let mut out = io::stdout().lock();
+        out.write_all(&whole)?;
         if origin == Origin::Agent {
-            self.out.flush()?;
+            out.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        io::stdout().flush()
     }
 }

@@ -16,7 +16,7 @@ pub enum ExecutorKind {
     Host,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunLocalArgs {
     /// The buildspec; relative paths are looked up from the current directory, then the
     /// source directory. Default: buildspec.yml in the source directory.
@@ -73,6 +73,9 @@ pub struct RunLocalArgs {
     /// Most processes the build container may have.
     #[arg(long = "pids-limit", value_name = "N", default_value_t = 4096)]
     pub pids_limit: i64,
+    /// Batch builds: how many members run at once (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
     /// Only the agent's lines and the summary, not the commands' output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -86,11 +89,15 @@ impl RunLocalArgs {
         self.secondary_source.clone()
     }
 
-    pub fn docker_options(&self, build_id: &str, image: &str) -> DockerOptions {
+    pub fn docker_options(
+        &self,
+        request: &crate::build::BuildRequest,
+        image: &str,
+    ) -> DockerOptions {
         DockerOptions {
-            build_id: build_id.to_string(),
+            build_id: request.build_id.clone(),
             image: image.to_string(),
-            source_dir: self.source.clone(),
+            source_dir: request.source_dir.clone(),
             secondary: self.secondary_sources(),
             pull: self.pull,
             privileged: self.privileged,

@@ -1,6 +1,8 @@
-//! `agent run-local`: one build of a local source directory, as CodeBuild would run it.
+//! `agent run-local`: one build of a local source directory, as CodeBuild would run it, or
+//! the members of its batch.
 
 mod args;
+mod batch;
 mod output;
 
 pub use args::RunLocalArgs;
@@ -8,10 +10,11 @@ pub use args::RunLocalArgs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use buildspec::Source;
+use buildspec::{Buildspec, Source};
 use tokio::sync::watch;
 
 use crate::build::{Build, BuildRequest, BuildStatus, Stop, Summary};
+use crate::exec::docker::DockerExecutor;
 use crate::exec::host::HostExecutor;
 use crate::exec::{ExecError, Executor, Signal};
 use crate::exit;
@@ -30,10 +33,10 @@ pub fn run(args: RunLocalArgs) -> u8 {
             return exit::CANNOT_RUN;
         }
     };
-    runtime.block_on(run_async(args))
+    runtime.block_on(run_async(Arc::new(args)))
 }
 
-async fn run_async(args: RunLocalArgs) -> u8 {
+async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
     let request = match prepare(&args) {
         Ok(request) => request,
         Err(message) => {
@@ -41,80 +44,35 @@ async fn run_async(args: RunLocalArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let secrets: Vec<String> = request.secrets.iter().map(|(_, v)| v.clone()).collect();
-    let log_path = request
-        .source_dir
-        .join(".agent/logs")
-        .join(format!("{}.log", request.build_id));
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if args.json_logs {
-        sinks.push(Box::new(JsonSink::new()));
-    } else {
-        sinks.push(Box::new(TerminalSink::new(args.quiet)));
-    }
-    match FileSink::create(&log_path) {
-        Ok(sink) => sinks.push(Box::new(sink)),
-        Err(e) => eprintln!(
-            "warning: cannot write the log file {}: {e}",
-            log_path.display()
-        ),
-    }
-    let log = Log::new(&secrets, sinks);
-    match args.executor {
-        args::ExecutorKind::Host => {
-            let executor = match HostExecutor::new(&request.source_dir, &args.secondary_sources()) {
-                Ok(e) => Arc::new(e),
-                Err(e) => return cannot_run(&e),
-            };
-            drive(executor, request, log, &args, &log_path).await
-        }
-        args::ExecutorKind::Docker => {
-            let image = request.image.clone().unwrap_or_default();
-            let options = args.docker_options(&request.build_id, &image);
-            let executor = match crate::exec::docker::DockerExecutor::create(options, &log).await {
-                Ok(e) => Arc::new(e),
-                Err(e) => return cannot_run(&e),
-            };
-            drive(executor, request, log, &args, &log_path).await
-        }
-    }
-}
-
-fn cannot_run(error: &ExecError) -> u8 {
-    eprintln!("error: {error}");
-    if let ExecError::ImageMissing { .. } = error {
-        eprintln!(
-            "hint: build the standard image with `sudo images/build-all.sh`, or pass --image"
-        );
-    }
-    if let ExecError::DockerUnavailable(_) = error {
-        eprintln!(
-            "hint: start the Docker engine, check that you can use it (`docker info`), or use --executor host"
-        );
-    }
-    exit::CANNOT_RUN
-}
-
-/// Runs the build on `executor`, handling Ctrl-C, and reports it.
-async fn drive<E: Executor + 'static>(
-    executor: Arc<E>,
-    request: BuildRequest,
-    log: Log,
-    args: &RunLocalArgs,
-    log_path: &Path,
-) -> u8 {
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
-    let signals = tokio::spawn(watch_ctrl_c(Arc::clone(&executor), stop_tx, log.clone()));
-    let summary = Build::new(executor.as_ref(), &request, log.clone(), stop_rx)
-        .run()
-        .await;
-    signals.abort();
-    executor.cleanup().await;
-    for error in log.errors() {
-        eprintln!("warning: the log could not be written to the {error}");
-    }
+    let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx));
+    let logs = request.source_dir.join(".agent/logs");
+    let (summary, log_path) = match request.buildspec.batch.clone() {
+        Some(spec) => {
+            let dir = logs.join(&request.build_id);
+            (
+                batch::run(Arc::clone(&args), request, &spec, stop_rx, &dir).await,
+                dir,
+            )
+        }
+        None => {
+            let log_path = logs.join(format!("{}.log", request.build_id));
+            let log = Log::new(&secret_values(&request), sinks(&args, None, &log_path));
+            match build_once(&args, &request, log.clone(), stop_rx).await {
+                Ok(summary) => {
+                    report_log_errors(&log);
+                    (summary, log_path)
+                }
+                Err(error) => {
+                    ctrl_c.abort();
+                    return cannot_run(&error);
+                }
+            }
+        }
+    };
+    ctrl_c.abort();
     if !args.json_logs {
-        output::print_summary(&summary, log_path, args.quiet);
+        output::print_summary(&summary, &log_path, args.quiet);
     }
     if let Some(path) = &args.summary
         && let Err(e) = write_summary(&summary, path)
@@ -127,21 +85,115 @@ async fn drive<E: Executor + 'static>(
     }
 }
 
-/// First Ctrl-C: the running command is sent SIGTERM and `finally` blocks run; second:
-/// everything is killed now.
-async fn watch_ctrl_c<E: Executor>(executor: Arc<E>, stop: watch::Sender<Stop>, log: Log) {
-    if tokio::signal::ctrl_c().await.is_err() {
+/// The log sinks of one build: the terminal (or JSON lines) and the build's log file.
+fn sinks(args: &RunLocalArgs, member: Option<&str>, log_path: &Path) -> Vec<Box<dyn Sink>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if args.json_logs {
+        sinks.push(Box::new(JsonSink::new(member)));
+    } else {
+        match member {
+            Some(id) => sinks.push(Box::new(TerminalSink::prefixed(args.quiet, id))),
+            None => sinks.push(Box::new(TerminalSink::new(args.quiet))),
+        }
+    }
+    match FileSink::create(log_path) {
+        Ok(sink) => sinks.push(Box::new(sink)),
+        Err(e) => eprintln!(
+            "warning: cannot write the log file {}: {e}",
+            log_path.display()
+        ),
+    }
+    sinks
+}
+
+fn secret_values(request: &BuildRequest) -> Vec<String> {
+    request.secrets.iter().map(|(_, v)| v.clone()).collect()
+}
+
+fn report_log_errors(log: &Log) {
+    for error in log.errors() {
+        eprintln!("warning: the log could not be written to the {error}");
+    }
+}
+
+fn cannot_run(error: &ExecError) -> u8 {
+    eprintln!("error: {error}");
+    if let ExecError::ImageMissing { .. } = error {
+        eprintln!("hint: build the standard image with `images/build-all.sh`, or pass --image");
+    }
+    if let ExecError::DockerUnavailable(_) = error {
+        eprintln!(
+            "hint: start the Docker engine, check that you can use it (`docker info`), or use --executor host"
+        );
+    }
+    exit::CANNOT_RUN
+}
+
+/// Runs one build on a new executor and removes everything the executor created.
+async fn build_once(
+    args: &RunLocalArgs,
+    request: &BuildRequest,
+    log: Log,
+    stop: watch::Receiver<Stop>,
+) -> Result<Summary, ExecError> {
+    match args.executor {
+        args::ExecutorKind::Host => {
+            let roots = args.secondary_sources();
+            let executor = Arc::new(HostExecutor::new(&request.source_dir, &roots)?);
+            Ok(run_on(executor, request, log, stop).await)
+        }
+        args::ExecutorKind::Docker => {
+            let image = request.image.clone().unwrap_or_else(|| args.image.clone());
+            let options = args.docker_options(request, &image);
+            let executor = Arc::new(DockerExecutor::create(options, &log).await?);
+            Ok(run_on(executor, request, log, stop).await)
+        }
+    }
+}
+
+async fn run_on<E: Executor + 'static>(
+    executor: Arc<E>,
+    request: &BuildRequest,
+    log: Log,
+    stop: watch::Receiver<Stop>,
+) -> Summary {
+    let forward = tokio::spawn(forward_stop(Arc::clone(&executor), stop.clone()));
+    let summary = Build::new(executor.as_ref(), request, log.clone(), stop)
+        .run()
+        .await;
+    forward.abort();
+    executor.cleanup().await;
+    log.flush();
+    summary
+}
+
+/// Carries a stop to the build's processes: SIGTERM for a graceful stop, then SIGKILL.
+async fn forward_stop<E: Executor>(executor: Arc<E>, mut stop: watch::Receiver<Stop>) {
+    if stop.wait_for(|s| *s >= Stop::Graceful).await.is_err() {
         return;
     }
-    log.agent("Stopping the build: the running command gets SIGTERM; press Ctrl-C again to kill everything now");
-    stop.send_replace(Stop::Graceful);
     executor.signal_all(Signal::Term).await;
+    if stop.wait_for(|s| *s >= Stop::Now).await.is_err() {
+        return;
+    }
+    executor.signal_all(Signal::Kill).await;
+}
+
+/// First Ctrl-C: the running commands get SIGTERM and `finally` blocks run; second:
+/// everything is killed now.
+async fn watch_ctrl_c(stop: watch::Sender<Stop>) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
-    log.agent("Killing the build now");
+    eprintln!(
+        "Stopping: the running commands get SIGTERM and `finally` runs; press Ctrl-C again to kill everything now"
+    );
+    stop.send_replace(Stop::Graceful);
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("Killing everything now");
     stop.send_replace(Stop::Now);
-    executor.signal_all(Signal::Kill).await;
 }
 
 fn write_summary(summary: &Summary, path: &Path) -> std::io::Result<()> {
@@ -152,25 +204,17 @@ fn write_summary(summary: &Summary, path: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Turns the flags into a build request, or a message saying what is wrong.
-fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
-    let source_dir = args
-        .source
-        .canonicalize()
-        .map_err(|e| format!("error: source directory {}: {e}", args.source.display()))?;
-    let buildspec_path = locate_buildspec(args.buildspec.as_deref(), &source_dir)?;
-    let text = std::fs::read_to_string(&buildspec_path)
-        .map_err(|e| format!("error: cannot read {}: {e}", buildspec_path.display()))?;
-    let display = buildspec_path.display().to_string();
-    let source = Source::new(display.clone(), text);
+/// Parses a buildspec, printing its diagnostics; `None` when it is not valid.
+fn load_buildspec(path: &Path, display: &str) -> Result<Buildspec, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {display}: {e}"))?;
+    let source = Source::new(display.to_string(), text);
     let parsed = buildspec::parse_buildspec(&source);
     let rendered = buildspec::render_all(&source, &parsed.diagnostics, output::color_stderr());
     eprint!("{rendered}");
-    let Some(spec) = parsed.value else {
-        return Err(format!(
-            "error: {display} is not a valid buildspec; nothing ran"
-        ));
-    };
+    let spec = parsed
+        .value
+        .ok_or_else(|| format!("error: {display} is not a valid buildspec; nothing ran"))?;
     if matches!(
         spec.env.shell,
         Some(buildspec::buildspec::Shell::PowerShell | buildspec::buildspec::Shell::Cmd)
@@ -179,13 +223,21 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
             "error: {display} asks for a Windows shell; this agent runs Linux builds (use `bash` or `/bin/sh`)"
         ));
     }
+    Ok(spec)
+}
+
+/// Turns the flags into a build request, or a message saying what is wrong.
+fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
+    let source_dir = args
+        .source
+        .canonicalize()
+        .map_err(|e| format!("error: source directory {}: {e}", args.source.display()))?;
+    let buildspec_path = locate_buildspec(args.buildspec.as_deref(), &source_dir)?;
+    let display = buildspec_path.display().to_string();
+    let spec = load_buildspec(&buildspec_path, &display)?;
     let mut env = Vec::new();
     for file in &args.env_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("error: --env-file {}: {e}", file.display()))?;
-        let vars = crate::build::env::parse_env_file(&text)
-            .map_err(|e| format!("error: --env-file {}: {e}", file.display()))?;
-        env.extend(vars);
+        env.extend(read_env_file(file, "--env-file")?);
     }
     for assignment in &args.env {
         env.push(
@@ -201,13 +253,8 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         );
     }
     for file in &args.secret_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("error: --secret-file {}: {e}", file.display()))?;
-        let vars = crate::build::env::parse_env_file(&text)
-            .map_err(|e| format!("error: --secret-file {}: {e}", file.display()))?;
-        secrets.extend(vars);
+        secrets.extend(read_env_file(file, "--secret-file")?);
     }
-    let build_id = format!("local:{}", uuid::Uuid::new_v4());
     let image = match args.executor {
         args::ExecutorKind::Docker => Some(args.image.clone()),
         args::ExecutorKind::Host => None,
@@ -221,7 +268,7 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         .clone()
         .unwrap_or_else(|| source_dir.join(".agent/cache"));
     Ok(BuildRequest {
-        build_id,
+        build_id: format!("local:{}", uuid::Uuid::new_v4()),
         buildspec: spec,
         buildspec_path: display,
         source_dir,
@@ -235,6 +282,13 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
     })
 }
 
+fn read_env_file(file: &Path, flag: &str) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("error: {flag} {}: {e}", file.display()))?;
+    crate::build::env::parse_env_file(&text)
+        .map_err(|e| format!("error: {flag} {}: {e}", file.display()))
+}
+
 /// A relative path is looked up from the current directory first, then from the source.
 fn locate_buildspec(given: Option<&Path>, source_dir: &Path) -> Result<PathBuf, String> {
     let given = given.unwrap_or(Path::new("buildspec.yml"));
@@ -243,18 +297,14 @@ fn locate_buildspec(given: Option<&Path>, source_dir: &Path) -> Result<PathBuf, 
     } else {
         vec![given.to_path_buf(), source_dir.join(given)]
     };
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            format!(
-                "error: no buildspec at {}; give its path, e.g. `agent run-local path/to/buildspec.yml`",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )
-        })
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        format!(
+            "error: no buildspec at {}; give its path, e.g. `agent run-local path/to/buildspec.yml`",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    })
 }

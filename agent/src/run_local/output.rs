@@ -12,17 +12,37 @@ pub fn color_stderr() -> bool {
 pub fn print_summary(summary: &Summary, log_path: &Path, quiet: bool) {
     let mut out = String::new();
     out.push('\n');
-    out.push_str(&format!(
-        "{:<18} {:<10} {:>10}\n",
-        "PHASE", "STATUS", "DURATION"
-    ));
-    for phase in &summary.phases {
+    if summary.builds.is_empty() {
         out.push_str(&format!(
             "{:<18} {:<10} {:>10}\n",
-            phase.phase,
-            phase.status.as_str(),
-            format_ms(phase.duration_ms)
+            "PHASE", "STATUS", "DURATION"
         ));
+        for phase in &summary.phases {
+            out.push_str(&format!(
+                "{:<18} {:<10} {:>10}\n",
+                phase.phase,
+                phase.status.as_str(),
+                format_ms(phase.duration_ms)
+            ));
+        }
+    } else {
+        out.push_str(&format!(
+            "{:<24} {:<10} {:>10}  NOTE\n",
+            "BUILD", "STATUS", "DURATION"
+        ));
+        for member in &summary.builds {
+            let ms: u64 = member
+                .build
+                .as_ref()
+                .map_or(0, |b| b.phases.iter().map(|p| p.duration_ms).sum());
+            out.push_str(&format!(
+                "{:<24} {:<10} {:>10}  {}\n",
+                member.identifier,
+                member.status.as_str(),
+                format_ms(ms),
+                member.message.as_deref().unwrap_or("")
+            ));
+        }
     }
     for report in &summary.reports {
         out.push_str(&format!(
