@@ -44,6 +44,8 @@ both!(
     artifacts_never_leave_the_source,
     reports_are_counted_and_copied,
     cache_is_restored_by_key_and_fallback,
+    a_multiline_command_counts_only_its_last_status,
+    plain_retry_and_retry_regex_forms,
 );
 
 fn state_carries_across_commands_and_phases(exec: Exec) {
@@ -1031,4 +1033,101 @@ fn quiet_and_json_logs() {
             .iter()
             .all(|r| r["time"].as_str().is_some_and(|t| t.contains('T')))
     );
+}
+
+fn a_multiline_command_counts_only_its_last_status(exec: Exec) {
+    // CodeBuild runs a `- |` block as one script without `set -e`: an earlier failing line
+    // does not fail the build (the validator warns about it).
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - |\n        false\n        echo after-false\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("after-false"));
+    assert!(
+        run.stderr.contains("warning[multiline-command]"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn plain_retry_and_retry_regex_forms(exec: Exec) {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    on-failure: RETRY\n    commands:\n      - echo x >> attempts\n      - false\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 1);
+    // RETRY means three more attempts.
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("attempts")).unwrap(),
+        "x\nx\nx\nx\n"
+    );
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-.*flaky.*\n    commands:\n      - echo x >> attempts\n      - test $(wc -l < attempts) -ge 2 || (echo flaky network; false)\n",
+    );
+    let run = run_local(&p, exec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("attempts")).unwrap(),
+        "x\nx\n"
+    );
+}
+
+#[test]
+fn ctrl_c_twice_kills_everything_now() {
+    for exec in [Exec::Host, Exec::Docker] {
+        let p = Project::new(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - trap '' TERM; sleep 60\n    finally:\n      - sleep 60\n",
+        );
+        let summary = p.path().join(".summary.json");
+        let mut command = common::agent();
+        command
+            .args(["run-local", "--summary"])
+            .arg(&summary)
+            .arg("--source")
+            .arg(p.path());
+        match exec {
+            Exec::Host => command.args(["--executor", "host"]),
+            Exec::Docker => command.args(["--image", common::busybox_image()]),
+        };
+        let child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let log_dir = p.path().join(".agent/logs");
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let started = std::fs::read_dir(&log_dir)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .is_some_and(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .contains("Running command trap")
+                });
+            if started {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let run = common::finish(child.wait_with_output().unwrap(), &summary);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "{exec:?} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(run.code, 1, "{exec:?}: {}{}", run.stdout, run.stderr);
+        assert_eq!(run.status(), "STOPPED", "{exec:?}: {}", run.stdout);
+        let build_id = run.summary["build_id"].as_str().unwrap();
+        if exec == Exec::Docker {
+            assert!(containers_of(build_id).is_empty());
+        }
+    }
 }
