@@ -590,42 +590,8 @@ fn ctrl_c_stops_the_command_runs_finally_and_reports_stopped() {
         let p = Project::new(
             "version: 0.2\nphases:\n  build:\n    commands:\n      - echo started\n      - sleep 60\n      - echo not-run\n    finally:\n      - echo finally-ran\n  post_build:\n    commands:\n      - echo not-post\n",
         );
-        let summary = p.path().join(".summary.json");
-        let mut command = common::agent();
-        command
-            .args(["run-local", "--summary"])
-            .arg(&summary)
-            .arg("--source")
-            .arg(p.path());
-        match exec {
-            Exec::Host => command.args(["--executor", "host"]),
-            Exec::Docker => command.args(["--image", common::busybox_image()]),
-        };
-        let child = command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log_dir = p.path().join(".agent/logs");
-        // Wait for the build to be in `sleep 60`, then press Ctrl-C once.
-        for _ in 0..100 {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let started = std::fs::read_dir(&log_dir)
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok())
-                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-                .is_some_and(|log| log.contains("Running command sleep 60"));
-            if started {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
+        let (child, summary) = common::start_run_local(&p, exec, "Running command sleep 60");
+        common::ctrl_c(&child);
         let run = common::finish(child.wait_with_output().unwrap(), &summary);
         assert_eq!(run.code, 1, "{exec:?}: {}{}", run.stdout, run.stderr);
         assert_eq!(run.status(), "STOPPED", "{exec:?}: {}", run.stdout);
@@ -1079,44 +1045,11 @@ fn ctrl_c_twice_kills_everything_now() {
         let p = Project::new(
             "version: 0.2\nphases:\n  build:\n    commands:\n      - trap '' TERM; sleep 60\n    finally:\n      - sleep 60\n",
         );
-        let summary = p.path().join(".summary.json");
-        let mut command = common::agent();
-        command
-            .args(["run-local", "--summary"])
-            .arg(&summary)
-            .arg("--source")
-            .arg(p.path());
-        match exec {
-            Exec::Host => command.args(["--executor", "host"]),
-            Exec::Docker => command.args(["--image", common::busybox_image()]),
-        };
-        let child = command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let log_dir = p.path().join(".agent/logs");
-        for _ in 0..100 {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let started = std::fs::read_dir(&log_dir)
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok())
-                .is_some_and(|e| {
-                    std::fs::read_to_string(e.path())
-                        .unwrap_or_default()
-                        .contains("Running command trap")
-                });
-            if started {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (child, summary) = common::start_run_local(&p, exec, "Running command trap");
         let started = std::time::Instant::now();
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        common::ctrl_c(&child);
         std::thread::sleep(std::time::Duration::from_millis(500));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        common::ctrl_c(&child);
         let run = common::finish(child.wait_with_output().unwrap(), &summary);
         assert!(
             started.elapsed() < std::time::Duration::from_secs(15),

@@ -183,3 +183,53 @@ pub fn containers_of(build_id: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Starts `agent run-local` in the background and returns once the build's log shows
+/// `marker` (and a little more, so the command has started). The summary goes to the
+/// returned path.
+pub fn start_run_local(
+    project: &Project,
+    exec: Exec,
+    marker: &str,
+) -> (std::process::Child, PathBuf) {
+    let summary = project.path().join(".summary.json");
+    let mut command = agent();
+    command
+        .args(["run-local", "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(project.path());
+    match exec {
+        Exec::Host => command.args(["--executor", "host"]),
+        Exec::Docker => command.args(["--image", busybox_image()]),
+    };
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log_dir = project.path().join(".agent/logs");
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let seen = std::fs::read_dir(&log_dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .is_some_and(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .contains(marker)
+            });
+        if seen {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    (child, summary)
+}
+
+/// Sends SIGINT, as Ctrl-C in a terminal does.
+pub fn ctrl_c(child: &std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+}

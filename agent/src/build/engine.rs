@@ -14,7 +14,7 @@ use std::path::Path;
 
 use buildspec::Spanned;
 use buildspec::buildspec::{
-    Artifacts, CacheAction, OnFailure, Phase, PhaseName, Shell as ShellKind, Version,
+    Artifacts, Cache, CacheAction, OnFailure, Phase, PhaseName, Shell as ShellKind, Version,
 };
 use tokio::sync::watch;
 
@@ -586,16 +586,18 @@ impl<'a, E: Executor> Build<'a, E> {
         Some(key)
     }
 
+    /// The cache section and directory, when the cache is on and `action` allows `doing`.
+    fn cache_settings(&self, doing: CacheAction) -> Option<(&'a Cache, std::path::PathBuf)> {
+        let spec = self.request.buildspec.cache.as_ref()?;
+        let dir = self.request.cache_dir.clone()?;
+        let allowed = spec.action.is_none_or(|only| only == doing);
+        allowed.then_some((spec, dir))
+    }
+
     async fn restore_cache(&mut self) {
-        let (Some(spec), Some(dir)) = (
-            &self.request.buildspec.cache,
-            self.request.cache_dir.clone(),
-        ) else {
+        let Some((spec, dir)) = self.cache_settings(CacheAction::Restore) else {
             return;
         };
-        if spec.action == Some(CacheAction::Save) {
-            return;
-        }
         let Some(key) = self.cache_key().await else {
             return;
         };
@@ -637,15 +639,9 @@ impl<'a, E: Executor> Build<'a, E> {
     }
 
     async fn save_cache(&mut self) {
-        let (Some(spec), Some(dir)) = (
-            &self.request.buildspec.cache,
-            self.request.cache_dir.clone(),
-        ) else {
+        let Some((spec, dir)) = self.cache_settings(CacheAction::Save) else {
             return;
         };
-        if spec.action == Some(CacheAction::Restore) {
-            return;
-        }
         let keyed = spec.key.is_some();
         let paths: Vec<String> = spec.paths.iter().map(|p| p.value.clone()).collect();
         let Some(key) = self.cache_key().await else {
