@@ -72,6 +72,7 @@ impl Color {
 /// Parses the command line and runs the command; the exit code follows DESIGN.md.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing();
     let status = match cli.command {
         Command::Validate {
             files,
@@ -86,4 +87,15 @@ pub fn run() -> ExitCode {
         }
     };
     ExitCode::from(status)
+}
+
+/// The agent's own diagnostics (not build output) go to standard error, filtered by
+/// `AGENT_LOG` (e.g. `AGENT_LOG=debug`, `AGENT_LOG=agent::exec=trace`); warnings by default.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

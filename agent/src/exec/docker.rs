@@ -210,6 +210,7 @@ impl Executor for DockerExecutor {
                 shell: spec.argv.join(" "),
                 reason: e.to_string(),
             })?;
+        tracing::debug!(exec = %exec.id, user = ?spec.user, cwd = %spec.cwd, "starting a build shell");
         let started = self
             .docker
             .start_exec(&exec.id, Some(StartExecOptions::default()))
@@ -349,6 +350,7 @@ impl Executor for DockerExecutor {
     }
 
     async fn cleanup(&self) {
+        tracing::debug!(container = %self.container, "removing the build container");
         let _ = self
             .docker
             .remove_container(

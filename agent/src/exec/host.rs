@@ -108,6 +108,7 @@ impl Executor for HostExecutor {
             command.env("HOME", user.dir.display().to_string());
             command.env("USER", name);
         }
+        tracing::debug!(shell = %program, user = ?spec.user, cwd = %spec.cwd, "starting a build shell");
         let mut child = command.spawn().map_err(|e| ExecError::Spawn {
             shell: program.clone(),
             reason: e.to_string(),
