@@ -520,7 +520,7 @@ fn docker_ignores_the_image_entrypoint_and_labels_the_container() {
         String::from_utf8_lossy(&built.stderr)
     );
     let p = Project::new(
-        "version: 0.2\nphases:\n  build:\n    commands:\n      - 'echo \"from image: $FROM_IMAGE\"'\n      - sleep 2\n",
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - 'echo \"from image: $FROM_IMAGE\"'\n      - echo \"pid1=$(cat /proc/1/comm)\"\n      - sleep 2\n",
     );
     let summary = p.path().join(".summary.json");
     let child = common::agent()
@@ -539,6 +539,7 @@ fn docker_ignores_the_image_entrypoint_and_labels_the_container() {
         .unwrap();
     // While the build runs, its container carries both labels.
     let mut labelled = String::new();
+    let mut host_config = String::new();
     for _ in 0..50 {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let out = std::process::Command::new("docker")
@@ -555,6 +556,22 @@ fn docker_ignores_the_image_entrypoint_and_labels_the_container() {
             .unwrap();
         labelled = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !labelled.is_empty() {
+            // Docker's init is PID 1, and the default limits apply.
+            let inspect = std::process::Command::new("docker")
+                .args([
+                    "ps",
+                    "-q",
+                    "--filter",
+                    "ancestor=agent-test-entrypoint:latest",
+                ])
+                .output()
+                .unwrap();
+            let id = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+            let config = std::process::Command::new("docker")
+                .args(["inspect", "--format", "{{.HostConfig.Init}} {{.HostConfig.Privileged}} {{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}}", &id])
+                .output()
+                .unwrap();
+            host_config = String::from_utf8_lossy(&config.stdout).trim().to_string();
             break;
         }
     }
@@ -563,6 +580,11 @@ fn docker_ignores_the_image_entrypoint_and_labels_the_container() {
     assert!(run.printed("from image: image"), "{}", run.stdout);
     let build_id = run.summary["build_id"].as_str().unwrap();
     assert!(labelled.starts_with(build_id), "labels seen: {labelled:?}");
+    assert_eq!(host_config, "true false 4294967296 4096 2000000000");
+    assert!(run.printed("pid1=docker-init"), "{}", run.stdout);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", "agent-test-entrypoint:latest"])
+        .output();
     assert!(
         containers_of(build_id).is_empty(),
         "the container was left behind"
