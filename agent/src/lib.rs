@@ -1,5 +1,6 @@
 //! The `agent` runner: the command line and the parts behind each command.
 
+pub mod aws;
 pub mod build;
 pub mod cli;
 pub mod exec;

@@ -233,3 +233,61 @@ pub fn ctrl_c(child: &std::process::Child) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
 }
+
+/// A `moto_server` on a free loopback port for this test process, standing in for AWS; it
+/// goes away with the process. Returns its endpoint URL.
+pub fn moto() -> &'static str {
+    static MOTO: OnceLock<(String, std::sync::Mutex<std::process::Child>)> = OnceLock::new();
+    let (url, _) = MOTO.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The server lives while this process holds the wrapper's stdin open.
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                &format!("moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; cat >/dev/null; kill $pid; wait $pid"),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("start moto_server (pip install 'moto[server]')");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // The child keeps its stdin: closing it (when this process ends) stops the server.
+        (url, std::sync::Mutex::new(child))
+    });
+    url
+}
+
+/// The environment that points the agent (and boto3) at the local moto server.
+pub fn aws_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", moto().to_string()),
+        ("AWS_ACCESS_KEY_ID", "AKIAAGENTTESTBASE001".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "base-secret-key".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
+    ]
+}
+
+/// Runs Python with boto3 against moto, to seed or inspect it.
+pub fn boto3(script: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", &format!("import boto3, json\nkw = dict(endpoint_url='{}', region_name='us-east-1')\n{script}", moto())])
+        .envs(aws_env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -803,8 +803,10 @@ fn build_env<E: Executor>(executor: &E, request: &BuildRequest) -> Vec<(String, 
     let spec = env::buildspec_variables(&request.buildspec);
     env::merge(&[
         executor.base_env(),
+        &request.aws_env,
         &builtin,
         &spec,
+        &request.resolved,
         &request.env,
         &request.secrets,
     ])

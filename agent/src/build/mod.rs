@@ -36,6 +36,11 @@ pub struct BuildRequest {
     pub env: Vec<(String, String)>,
     /// Secret variables: set like `env`, and masked in every output.
     pub secrets: Vec<(String, String)>,
+    /// `env.parameter-store` and `env.secrets-manager`, resolved: above the buildspec's
+    /// variables, below the job's; masked in every output.
+    pub resolved: Vec<(String, String)>,
+    /// AWS credentials and region for the build's own AWS calls; masked.
+    pub aws_env: Vec<(String, String)>,
     /// The whole build's time limit.
     pub timeout: Option<Duration>,
     /// Where artifacts land; `None` collects none.

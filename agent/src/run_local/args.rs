@@ -73,6 +73,30 @@ pub struct RunLocalArgs {
     /// Most processes the build container may have.
     #[arg(long = "pids-limit", value_name = "N", default_value_t = 4096)]
     pub pids_limit: i64,
+    /// The AWS profile for credentials (default: the standard chain).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The AWS region (default: from the profile or environment).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// A role to assume for the build; repeat for a chain (base → first → second).
+    #[arg(long = "role-arn", value_name = "ARN")]
+    pub role_arn: Vec<String>,
+    /// The external id the roles' trust policies require.
+    #[arg(long = "external-id", value_name = "ID")]
+    pub external_id: Option<String>,
+    /// The role session name (default: agent-<build id>).
+    #[arg(long = "role-session-name", value_name = "NAME")]
+    pub role_session_name: Option<String>,
+    /// The role session's length, e.g. `1h`, `90m` (clamped to 1 h when chaining roles).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub duration: Option<Duration>,
+    /// A session tag for the assumed roles. Repeatable.
+    #[arg(long = "session-tag", value_name = "KEY=VALUE")]
+    pub session_tag: Vec<String>,
+    /// The source identity set on the role sessions.
+    #[arg(long = "source-identity", value_name = "NAME")]
+    pub source_identity: Option<String>,
     /// Batch builds: how many members run at once (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,

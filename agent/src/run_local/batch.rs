@@ -142,6 +142,8 @@ async fn member_build(
         image: member.image.clone().or_else(|| parent.image.clone()),
         env,
         secrets: parent.secrets.clone(),
+        resolved: parent.resolved.clone(),
+        aws_env: parent.aws_env.clone(),
         timeout: parent.timeout,
         artifacts_dir: parent
             .artifacts_dir

@@ -2,6 +2,7 @@
 //! the members of its batch.
 
 mod args;
+mod aws_setup;
 mod batch;
 mod output;
 
@@ -37,13 +38,23 @@ pub fn run(args: RunLocalArgs) -> u8 {
 }
 
 async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
-    let request = match prepare(&args) {
+    let mut request = match prepare(&args) {
         Ok(request) => request,
         Err(message) => {
             eprintln!("{message}");
             return exit::BAD_INPUT;
         }
     };
+    if let Err(message) = aws_setup::provision(&args, &mut request).await {
+        eprintln!("error: {message}");
+        let summary = aws_setup::provisioning_failed(&request, &message);
+        if let Some(path) = &args.summary
+            && let Err(e) = write_summary(&summary, path)
+        {
+            eprintln!("error: cannot write the summary to {}: {e}", path.display());
+        }
+        return exit::FAILED;
+    }
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx));
     let logs = request.source_dir.join(".agent/logs");
@@ -106,8 +117,21 @@ fn sinks(args: &RunLocalArgs, member: Option<&str>, log_path: &Path) -> Vec<Box<
     sinks
 }
 
+/// Every value to mask: secrets, resolved parameters and secrets, AWS credentials.
 fn secret_values(request: &BuildRequest) -> Vec<String> {
-    request.secrets.iter().map(|(_, v)| v.clone()).collect()
+    let credentials = request.aws_env.iter().filter(|(k, _)| {
+        matches!(
+            k.as_str(),
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN"
+        )
+    });
+    request
+        .secrets
+        .iter()
+        .chain(&request.resolved)
+        .chain(credentials)
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 fn report_log_errors(log: &Log) {
@@ -275,6 +299,8 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         image,
         env,
         secrets,
+        resolved: Vec::new(),
+        aws_env: Vec::new(),
         timeout: args.timeout,
         artifacts_dir: Some(artifacts_dir),
         cache_dir: Some(cache_dir),

@@ -1,0 +1,190 @@
+//! The AWS side of run-local against `moto_server`, with the real AWS SDK: the role chain,
+//! Parameter Store and Secrets Manager values, their masking.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
+mod common;
+
+use common::{Project, agent, aws_env, boto3, finish};
+
+fn run(project: &Project, args: &[&str]) -> common::Run {
+    let summary = project.path().join(".summary.json");
+    let output = agent()
+        .args(["run-local", "--executor", "host", "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(project.path())
+        .args(args)
+        .envs(aws_env())
+        .output()
+        .unwrap();
+    finish(output, &summary)
+}
+
+#[test]
+fn parameters_and_secrets_are_resolved_and_masked() {
+    let unique = uuid();
+    boto3(&format!(
+        "ssm = boto3.client('ssm', **kw)\n\
+         ssm.put_parameter(Name='/{unique}/db/password', Value='Db-Pa55-{unique}', Type='SecureString')\n\
+         ssm.put_parameter(Name='/{unique}/plain', Value='plain-{unique}', Type='String')\n\
+         sm = boto3.client('secretsmanager', **kw)\n\
+         sm.create_secret(Name='{unique}/api', SecretString=json.dumps({{'key': 'Api-K3y-{unique}', 'port': 443}}))\n\
+         arn = sm.create_secret(Name='{unique}/whole', SecretString='Wh0le-{unique}-old')['ARN']\n\
+         sm.put_secret_value(SecretId='{unique}/whole', SecretString='Wh0le-{unique}-new')\n\
+         print(arn)"
+    ));
+    let arn = boto3(&format!(
+        "print(boto3.client('secretsmanager', **kw).describe_secret(SecretId='{unique}/whole')['ARN'])"
+    ));
+    let p = Project::new(&format!(
+        "version: 0.2\nenv:\n  variables:\n    DB_PASSWORD: overridden-by-parameter-store\n  parameter-store:\n    DB_PASSWORD: /{unique}/db/password\n    PLAIN: /{unique}/plain\n  secrets-manager:\n    API_KEY: {unique}/api:key\n    PORT: {unique}/api:port\n    WHOLE: {arn}\n    PREVIOUS: {unique}/whole::AWSPREVIOUS\nphases:\n  build:\n    commands:\n      - echo \"db=$DB_PASSWORD api=$API_KEY whole=$WHOLE previous=$PREVIOUS\"\n      - echo \"$API_KEY\" | base64\n      - test \"$DB_PASSWORD\" = Db-Pa55-{unique} && echo db-ok\n      - test \"$API_KEY\" = Api-K3y-{unique} && test \"$PORT\" = 443 && echo api-ok\n      - test \"$WHOLE\" = Wh0le-{unique}-new && test \"$PREVIOUS\" = Wh0le-{unique}-old && echo whole-ok\n      - test \"$PLAIN\" = plain-{unique} && echo plain-ok\n"
+    ));
+    let run = run(&p, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for ok in ["db-ok", "api-ok", "whole-ok", "plain-ok"] {
+        assert!(run.printed(ok), "{ok}: {}", run.stdout);
+    }
+    assert!(
+        run.printed("db=*** api=*** whole=*** previous=***"),
+        "{}",
+        run.stdout
+    );
+    let build_id = run.summary["build_id"].as_str().unwrap().to_string();
+    let log = std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
+        .unwrap();
+    let summary = run.summary.to_string();
+    for value in [
+        format!("Db-Pa55-{unique}"),
+        format!("Api-K3y-{unique}"),
+        format!("Wh0le-{unique}"),
+    ] {
+        for (sink, text) in [
+            ("stdout", &run.stdout),
+            ("log file", &log),
+            ("summary", &summary),
+        ] {
+            assert!(!text.contains(&value), "{sink} leaks {value}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_parameter_fails_before_install() {
+    let p = Project::new(
+        "version: 0.2\nenv:\n  parameter-store:\n    GONE: /no/such/parameter\nphases:\n  install:\n    commands:\n      - echo never\n",
+    );
+    let run = run(&p, &[]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(!run.printed("never"));
+    assert_eq!(run.status(), "FAILED");
+    assert_eq!(run.phase_names(), ["PROVISIONING"]);
+    let message = run.phase("PROVISIONING").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("/no/such/parameter"), "{message}");
+    assert!(run.stderr.contains("/no/such/parameter"), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_secret_key_is_named() {
+    let unique = uuid();
+    boto3(&format!(
+        "boto3.client('secretsmanager', **kw).create_secret(Name='{unique}/s', SecretString='{{\"a\": \"1\"}}')"
+    ));
+    let p = Project::new(&format!(
+        "version: 0.2\nenv:\n  secrets-manager:\n    B: {unique}/s:b\nphases:\n  build:\n    commands:\n      - echo never\n"
+    ));
+    let run = run(&p, &[]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains(&format!("secret {unique}/s has no JSON key `b` (for B)")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_role_chain_with_an_external_id_reaches_the_build() {
+    let p = Project::new(&format!(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - test -n \"$AWS_SESSION_TOKEN\" && echo has-token\n      - echo \"key=$AWS_ACCESS_KEY_ID\"\n      - python3 -c \"import boto3; print('caller=' + boto3.client('sts', endpoint_url='{}').get_caller_identity()['Arn'])\"\n",
+        common::moto()
+    ));
+    let run = run(
+        &p,
+        &[
+            "--role-arn",
+            "arn:aws:iam::111111111111:role/first",
+            "--role-arn",
+            "arn:aws:iam::222222222222:role/deploy",
+            "--external-id",
+            "ext-1234",
+            "--duration",
+            "2h",
+            "--session-tag",
+            "team=ci",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("has-token"), "{}", run.stdout);
+    assert!(
+        run.printed("key=***"),
+        "the access key id must be masked: {}",
+        run.stdout
+    );
+    let caller = run
+        .output_lines()
+        .into_iter()
+        .find(|l| l.starts_with("caller="))
+        .unwrap()
+        .to_string();
+    let build_id = run.summary["build_id"].as_str().unwrap().replace(':', "-");
+    assert_eq!(
+        caller,
+        format!("caller=arn:aws:sts::222222222222:assumed-role/deploy/agent-{build_id}")
+    );
+    assert!(
+        run.stderr.contains("role chaining caps sessions at 1 hour"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("as static AWS_* variables; they expire at"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_bad_duration_is_refused_before_anything_runs() {
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo never\n");
+    let run = run(
+        &p,
+        &[
+            "--role-arn",
+            "arn:aws:iam::111111111111:role/first",
+            "--duration",
+            "1m",
+        ],
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("--duration must be between 15 minutes and 12 hours"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.printed("never"));
+}
+
+fn uuid() -> String {
+    format!(
+        "t{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
