@@ -108,7 +108,7 @@ fn a_missing_secret_key_is_named() {
 #[test]
 fn a_role_chain_with_an_external_id_reaches_the_build() {
     let p = Project::new(&format!(
-        "version: 0.2\nphases:\n  build:\n    commands:\n      - test -n \"$AWS_SESSION_TOKEN\" && echo has-token\n      - echo \"key=$AWS_ACCESS_KEY_ID\"\n      - python3 -c \"import boto3; print('caller=' + boto3.client('sts', endpoint_url='{}').get_caller_identity()['Arn'])\"\n",
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - test -z \"$AWS_ACCESS_KEY_ID\" && echo no-static-keys\n      - echo \"uri=$AWS_CONTAINER_CREDENTIALS_FULL_URI token=$AWS_CONTAINER_AUTHORIZATION_TOKEN\"\n      - python3 -c \"import boto3; print('caller=' + boto3.client('sts', endpoint_url='{}').get_caller_identity()['Arn'])\"\n",
         common::moto()
     ));
     let run = run(
@@ -127,11 +127,16 @@ fn a_role_chain_with_an_external_id_reaches_the_build() {
         ],
     );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.printed("has-token"), "{}", run.stdout);
+    assert!(run.printed("no-static-keys"), "{}", run.stdout);
+    let uri = run
+        .output_lines()
+        .into_iter()
+        .find(|l| l.starts_with("uri="))
+        .unwrap()
+        .to_string();
     assert!(
-        run.printed("key=***"),
-        "the access key id must be masked: {}",
-        run.stdout
+        uri.starts_with("uri=http://127.0.0.1:") && uri.ends_with(" token=***"),
+        "{uri}"
     );
     let caller = run
         .output_lines()
@@ -149,12 +154,50 @@ fn a_role_chain_with_an_external_id_reaches_the_build() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr
-            .contains("as static AWS_* variables; they expire at"),
-        "{}",
-        run.stderr
+}
+
+#[test]
+fn a_container_fetches_fresh_role_credentials_from_the_endpoint() {
+    // A 15-minute session is always within the refresh margin: every fetch re-assumes the
+    // role, as a long build would see near the end of each session.
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - sh creds.sh\n");
+    p.write(
+        "creds.sh",
+        r#"fetch() { wget -q -O - --header "Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN" "$AWS_CONTAINER_CREDENTIALS_FULL_URI"; }
+key() { fetch | sed 's/.*"AccessKeyId": *"\([^"]*\)".*/\1/'; }
+one=$(key)
+two=$(key)
+test -n "$one" && test "$one" != "$two" && echo refreshed
+case "$one" in ASIA*) echo role-keys;; esac
+echo "the key is $one"
+wget -q -O - "$AWS_CONTAINER_CREDENTIALS_FULL_URI" 2>/dev/null || echo refused-without-token
+"#,
     );
+    let summary = p.path().join(".summary.json");
+    let output = agent()
+        .args(["run-local", "--image", common::busybox_image(), "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(p.path())
+        .args([
+            "--role-arn",
+            "arn:aws:iam::333333333333:role/builder",
+            "--duration",
+            "15m",
+        ])
+        .envs(aws_env())
+        .output()
+        .unwrap();
+    let run = finish(output, &summary);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for line in [
+        "refreshed",
+        "role-keys",
+        "refused-without-token",
+        "the key is ***",
+    ] {
+        assert!(run.printed(line), "{line}: {}{}", run.stdout, run.stderr);
+    }
 }
 
 #[test]

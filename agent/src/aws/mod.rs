@@ -3,6 +3,7 @@
 //! Parameter Store and Secrets Manager. The SDK's endpoint overrides (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_<SERVICE>`) apply everywhere.
 
+pub mod endpoint;
 pub mod params;
 pub mod roles;
 

@@ -56,7 +56,9 @@ impl HostExecutor {
                 .iter()
                 .map(|(id, p)| (id.clone(), p.display().to_string()))
                 .collect(),
-            base_env: std::env::vars().collect(),
+            base_env: std::env::vars()
+                .filter(|(k, _)| !is_agent_credential(k))
+                .collect(),
             leader: Mutex::new(Some(leader)),
             group,
         })
@@ -201,6 +203,23 @@ impl Executor for HostExecutor {
             let _ = leader.kill().await;
         }
     }
+}
+
+/// The agent's own AWS credentials never reach a build through the environment: a build
+/// gets credentials only when asked for (a role or a profile), from the agent's endpoint.
+fn is_agent_credential(name: &str) -> bool {
+    matches!(
+        name,
+        "AWS_ACCESS_KEY_ID"
+            | "AWS_SECRET_ACCESS_KEY"
+            | "AWS_SESSION_TOKEN"
+            | "AWS_SECURITY_TOKEN"
+            | "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+            | "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
+            | "AWS_CONTAINER_AUTHORIZATION_TOKEN"
+            | "AWS_WEB_IDENTITY_TOKEN_FILE"
+            | "AWS_ROLE_ARN"
+    )
 }
 
 /// A shell killed by a signal reports 128 + the signal, as shells do.

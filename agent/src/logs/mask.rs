@@ -42,6 +42,13 @@ impl Masker {
         }
     }
 
+    /// This masker with more values to mask; output held back so far is kept.
+    pub fn extended<S: AsRef<[u8]>>(&mut self, secrets: &[S]) -> Masker {
+        let mut next = Masker::new(secrets);
+        next.pending = std::mem::take(&mut self.pending);
+        next
+    }
+
     /// Masks `input`, appending what is safe to show to `out`.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let Some(matcher) = &self.matcher else {

@@ -25,6 +25,27 @@ pub enum Origin {
     Output,
 }
 
+/// The logs of the builds running now, so a value learned during a build (fresh role
+/// credentials) is masked in all of them before anyone can print it.
+#[derive(Clone, Default)]
+pub struct Maskers(Arc<Mutex<Vec<Log>>>);
+
+impl Maskers {
+    pub fn register(&self, log: &Log) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(log.clone());
+    }
+
+    pub fn add(&self, secrets: &[String]) {
+        let logs = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for log in logs {
+            log.add_secrets(secrets);
+        }
+    }
+}
+
 /// A shared handle to a build's log.
 #[derive(Clone)]
 pub struct Log {
@@ -33,6 +54,7 @@ pub struct Log {
 
 struct Inner {
     masker: Masker,
+    secrets: Vec<String>,
     partial: Vec<u8>,
     scratch: Vec<u8>,
     sinks: Vec<Box<dyn Sink>>,
@@ -50,6 +72,7 @@ impl Log {
         Log {
             inner: Arc::new(Mutex::new(Inner {
                 masker: Masker::new(secrets),
+                secrets: secrets.to_vec(),
                 partial: Vec::new(),
                 scratch: Vec::new(),
                 sinks,
@@ -95,6 +118,22 @@ impl Log {
         for sink in &mut inner.sinks {
             let _ = sink.flush();
         }
+    }
+
+    /// Adds values to mask from now on (credentials served during the build).
+    pub fn add_secrets(&self, more: &[String]) {
+        let mut inner = self.lock();
+        let fresh: Vec<String> = more
+            .iter()
+            .filter(|s| !inner.secrets.contains(s))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        inner.secrets.extend(fresh);
+        let all = inner.secrets.clone();
+        inner.masker = inner.masker.extended(&all);
     }
 
     /// Masks `text` with the build's secrets, for messages that leave through other paths.

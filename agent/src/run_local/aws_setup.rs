@@ -1,19 +1,31 @@
 //! The AWS side of a local build, before it starts: credentials, the role chain, and the
 //! values of `env.parameter-store` and `env.secrets-manager`.
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use aws_credential_types::provider::ProvideCredentials;
+
+use crate::aws::endpoint::{self, CredentialsEndpoint};
 use crate::aws::{self, AwsOptions, RoleOptions};
 use crate::build::{BuildRequest, BuildStatus, PhaseRecord, Summary};
+use crate::logs::Maskers;
 
 use super::RunLocalArgs;
+use super::args::ExecutorKind;
 
 /// Connects when the build needs AWS; fills in resolved values and the build's credentials.
-/// An error names what failed; nothing has run.
-pub async fn provision(args: &RunLocalArgs, request: &mut BuildRequest) -> Result<(), String> {
+/// The returned endpoint serves the build its credentials and must live as long as the
+/// build. An error names what failed; nothing has run.
+pub async fn provision(
+    args: &RunLocalArgs,
+    request: &mut BuildRequest,
+    maskers: &Maskers,
+) -> Result<Option<CredentialsEndpoint>, String> {
     let env = &request.buildspec.env;
     let needs_values = !env.parameter_store.is_empty() || !env.secrets_manager.is_empty();
     let wants_credentials = !args.role_arn.is_empty() || args.profile.is_some();
     if !needs_values && !wants_credentials {
-        return Ok(());
+        return Ok(None);
     }
     let mut tags = Vec::new();
     for tag in &args.session_tag {
@@ -51,37 +63,54 @@ pub async fn provision(args: &RunLocalArgs, request: &mut BuildRequest) -> Resul
             .map_err(|e| e.to_string())?,
     );
     request.resolved = resolved;
-    if wants_credentials {
-        let region = connected.config.region().map(|r| r.to_string());
-        let creds = match &connected.assumed {
-            Some(assumed) => assumed.credentials().await.map_err(|e| e.to_string())?,
-            None => {
-                use aws_credential_types::provider::ProvideCredentials;
-                let provider = connected
-                    .config
-                    .credentials_provider()
-                    .ok_or("no AWS credentials provider is configured")?;
-                provider
-                    .provide_credentials()
-                    .await
-                    .map_err(|e| format!("no AWS credentials: {e}"))?
-            }
-        };
-        let (vars, expiry) = aws::static_variables(&creds, region.as_deref());
-        let whose = connected
-            .assumed
-            .as_ref()
-            .map_or_else(|| "the profile".to_string(), |a| format!("role {}", a.role));
-        let until = expiry.map_or_else(
-            || "do not expire".to_string(),
-            |t| format!("expire at {}", time::OffsetDateTime::from(t)),
-        );
-        eprintln!(
-            "note: the build gets the AWS credentials of {whose} as static AWS_* variables; they {until}, and a build running longer loses AWS access"
-        );
-        request.aws_env = vars;
+    if !wants_credentials {
+        return Ok(None);
     }
-    Ok(())
+    let region = connected.config.region().map(|r| r.to_string());
+    let source = match &connected.assumed {
+        Some(assumed) => assumed.provider(),
+        None => connected
+            .config
+            .credentials_provider()
+            .ok_or("no AWS credentials provider is configured")?,
+    };
+    let whose = connected
+        .assumed
+        .as_ref()
+        .map_or_else(|| "the profile".to_string(), |a| format!("role {}", a.role));
+    let mut vars: Vec<(String, String)> = Vec::new();
+    if let Some(region) = &region {
+        vars.push(("AWS_REGION".to_string(), region.clone()));
+        vars.push(("AWS_DEFAULT_REGION".to_string(), region.clone()));
+    }
+    let ip = match args.executor {
+        ExecutorKind::Host => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ExecutorKind::Docker => IpAddr::V4(endpoint::ECS_ADDRESS),
+    };
+    match CredentialsEndpoint::start(ip, source.clone(), maskers.clone()).await {
+        Ok(served) => {
+            vars.extend(served.variables());
+            request.aws_env = vars;
+            Ok(Some(served))
+        }
+        Err(reason) => {
+            let creds = source
+                .provide_credentials()
+                .await
+                .map_err(|e| format!("no AWS credentials: {e}"))?;
+            let (fixed, expiry) = aws::static_variables(&creds, None);
+            let until = expiry.map_or_else(
+                || "do not expire".to_string(),
+                |t| format!("expire at {}", time::OffsetDateTime::from(t)),
+            );
+            eprintln!(
+                "note: no credentials endpoint for the build ({reason}); it gets the credentials of {whose} as static AWS_* variables, which {until}: a build running longer loses AWS access"
+            );
+            vars.extend(fixed);
+            request.aws_env = vars;
+            Ok(None)
+        }
+    }
 }
 
 /// The summary of a build that could not be provisioned.

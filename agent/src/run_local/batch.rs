@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::{RunLocalArgs, build_once, load_buildspec, secret_values, sinks};
 use crate::build::batch::{self, Member, Outcome};
 use crate::build::{BatchMember, BuildRequest, BuildStatus, Stop, Summary};
-use crate::logs::Log;
+use crate::logs::{Log, Maskers};
 
 pub async fn run(
     args: Arc<RunLocalArgs>,
@@ -18,6 +18,7 @@ pub async fn run(
     spec: &Batch,
     stop: watch::Receiver<Stop>,
     log_dir: &Path,
+    maskers: &Maskers,
 ) -> Summary {
     let members = batch::plan(spec);
     let parallel = args
@@ -47,7 +48,8 @@ pub async fn run(
                 let args = Arc::clone(&args);
                 let request = Arc::clone(&request);
                 let log_dir = log_dir.clone();
-                async move { member_build(&args, &request, member, stop, &log_dir).await }
+                let maskers = maskers.clone();
+                async move { member_build(&args, &request, member, stop, &log_dir, &maskers).await }
             },
         )
         .await
@@ -87,6 +89,7 @@ async fn member_build(
     member: Member,
     stop: watch::Receiver<Stop>,
     log_dir: &Path,
+    maskers: &Maskers,
 ) -> Summary {
     let build_id = format!("local:{}", uuid::Uuid::new_v4());
     let failed = |message: String| {
@@ -161,6 +164,7 @@ async fn member_build(
         &secret_values(&request),
         sinks(args, Some(&member.identifier), &log_path),
     );
+    maskers.register(&log);
     match build_once(&member_args, &request, log.clone(), stop).await {
         Ok(summary) => summary,
         Err(error) => {

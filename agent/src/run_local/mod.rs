@@ -19,7 +19,7 @@ use crate::exec::docker::DockerExecutor;
 use crate::exec::host::HostExecutor;
 use crate::exec::{ExecError, Executor, Signal};
 use crate::exit;
-use crate::logs::{FileSink, JsonSink, Log, Sink, TerminalSink};
+use crate::logs::{FileSink, JsonSink, Log, Maskers, Sink, TerminalSink};
 
 /// Runs the build the flags describe; returns the exit status.
 pub fn run(args: RunLocalArgs) -> u8 {
@@ -45,16 +45,30 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    if let Err(message) = aws_setup::provision(&args, &mut request).await {
-        eprintln!("error: {message}");
-        let summary = aws_setup::provisioning_failed(&request, &message);
-        if let Some(path) = &args.summary
-            && let Err(e) = write_summary(&summary, path)
-        {
-            eprintln!("error: cannot write the summary to {}: {e}", path.display());
+    let maskers = Maskers::default();
+    let credentials = match aws_setup::provision(&args, &mut request, &maskers).await {
+        Ok(endpoint) => endpoint,
+        Err(message) => {
+            eprintln!("error: {message}");
+            let summary = aws_setup::provisioning_failed(&request, &message);
+            if let Some(path) = &args.summary
+                && let Err(e) = write_summary(&summary, path)
+            {
+                eprintln!("error: cannot write the summary to {}: {e}", path.display());
+            }
+            return exit::FAILED;
         }
-        return exit::FAILED;
+    };
+    let status = run_provisioned(&args, request, &maskers).await;
+    if let Some(endpoint) = credentials {
+        endpoint.stop().await;
     }
+    status
+}
+
+/// Runs a request whose AWS side is ready: one build, or a batch.
+async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, maskers: &Maskers) -> u8 {
+    let args = Arc::clone(args);
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx));
     let logs = request.source_dir.join(".agent/logs");
@@ -62,13 +76,14 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
         Some(spec) => {
             let dir = logs.join(&request.build_id);
             (
-                batch::run(Arc::clone(&args), request, &spec, stop_rx, &dir).await,
+                batch::run(Arc::clone(&args), request, &spec, stop_rx, &dir, maskers).await,
                 dir,
             )
         }
         None => {
             let log_path = logs.join(format!("{}.log", request.build_id));
             let log = Log::new(&secret_values(&request), sinks(&args, None, &log_path));
+            maskers.register(&log);
             match build_once(&args, &request, log.clone(), stop_rx).await {
                 Ok(summary) => {
                     report_log_errors(&log);
@@ -122,7 +137,10 @@ fn secret_values(request: &BuildRequest) -> Vec<String> {
     let credentials = request.aws_env.iter().filter(|(k, _)| {
         matches!(
             k.as_str(),
-            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN"
+            "AWS_ACCESS_KEY_ID"
+                | "AWS_SECRET_ACCESS_KEY"
+                | "AWS_SESSION_TOKEN"
+                | "AWS_CONTAINER_AUTHORIZATION_TOKEN"
         )
     });
     request
