@@ -231,3 +231,108 @@ fn uuid() -> String {
             .as_nanos()
     )
 }
+
+fn make_bucket() -> String {
+    let bucket = format!("artifacts-{}", uuid()).to_lowercase();
+    boto3(&format!(
+        "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
+    ));
+    bucket
+}
+
+fn list(bucket: &str) -> Vec<String> {
+    let out = boto3(&format!(
+        "r = boto3.client('s3', **kw).list_objects_v2(Bucket='{bucket}')\nprint('\\n'.join(sorted(o['Key'] for o in r.get('Contents', []))))"
+    ));
+    out.lines().map(str::to_string).collect()
+}
+
+const ARTIFACT_SPEC: &str = "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p out/lib docs\n      - echo app > out/app.txt\n      - echo lib > out/lib/lib.txt\n      - echo doc > docs/guide.md\n      - head -c 20000000 /dev/urandom > out/big.bin\nartifacts:\n  files:\n    - '**/*'\n  base-directory: out\n  name: app-$(echo 1.0)\n  secondary-artifacts:\n    docs:\n      files:\n        - docs/*\n";
+
+#[test]
+fn artifacts_reach_s3_as_codebuild_lays_them_out() {
+    let bucket = make_bucket();
+    let p = Project::new(ARTIFACT_SPEC);
+    let url = format!("s3://{bucket}/builds");
+    let run = run(
+        &p,
+        &["--artifacts", &url, "--artifacts-namespace", "build-id"],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let build = run.summary["build_id"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let keys = list(&bucket);
+    assert_eq!(
+        keys,
+        [
+            format!("builds/{build}/app-1.0/app.txt"),
+            format!("builds/{build}/app-1.0/big.bin"),
+            format!("builds/{build}/app-1.0/lib/lib.txt"),
+            format!("builds/{build}/docs/docs/guide.md"),
+        ]
+    );
+    // The large file went up in parts and arrived whole.
+    let local = std::fs::read(p.path().join("out/big.bin")).unwrap();
+    let digest = boto3(&format!(
+        "import hashlib\nb = boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='builds/{build}/app-1.0/big.bin')\nprint(hashlib.sha256(b['Body'].read()).hexdigest(), b['Metadata'].get('agent-build-id'))"
+    ));
+    let expected = sha256_hex(&local);
+    let full_id = run.summary["build_id"].as_str().unwrap();
+    assert_eq!(digest, format!("{expected} {full_id}"));
+    assert_eq!(
+        run.summary["artifacts"][0]["location"],
+        format!("s3://{bucket}/builds/{build}/app-1.0")
+    );
+}
+
+#[test]
+fn zip_artifacts_are_streamed_to_s3() {
+    let bucket = make_bucket();
+    let p = Project::new(ARTIFACT_SPEC);
+    let url = format!("s3://{bucket}/zips");
+    let run = run(&p, &["--artifacts", &url, "--artifacts-packaging", "zip"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(list(&bucket), ["zips/app-1.0", "zips/docs.zip"]);
+    let entries = boto3(&format!(
+        "import io, zipfile, hashlib\nb = boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='zips/app-1.0')['Body'].read()\nz = zipfile.ZipFile(io.BytesIO(b))\nprint(' '.join(sorted(z.namelist())), hashlib.sha256(z.read('big.bin')).hexdigest())"
+    ));
+    let local = std::fs::read(p.path().join("out/big.bin")).unwrap();
+    assert_eq!(
+        entries,
+        format!("app.txt big.bin lib/lib.txt {}", sha256_hex(&local))
+    );
+}
+
+#[test]
+fn a_failed_upload_leaves_nothing_behind() {
+    let p = Project::new(ARTIFACT_SPEC);
+    let run = run(
+        &p,
+        &["--artifacts", "s3://no-such-bucket-for-agent-tests/x"],
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.phase_status("UPLOAD_ARTIFACTS").as_deref(),
+        Some("FAILED")
+    );
+    let message = run.phase("UPLOAD_ARTIFACTS").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("no-such-bucket-for-agent-tests"),
+        "{message}"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

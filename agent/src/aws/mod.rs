@@ -6,6 +6,7 @@
 pub mod endpoint;
 pub mod params;
 pub mod roles;
+pub mod s3;
 
 use std::time::SystemTime;
 

@@ -480,6 +480,9 @@ impl<'a, E: Executor> Build<'a, E> {
         let roots = self.executor.source_roots();
         let selected = select(&self.request.source_dir, &roots, &spec)
             .map_err(|e| format!("CLIENT_ERROR: {e}"))?;
+        if let Some(s3) = self.request.artifacts_s3.clone() {
+            return self.upload_s3(block, name, &selected, &s3).await;
+        }
         let dest = out_dir.join(&block.identifier);
         if dest.exists() {
             std::fs::remove_dir_all(&dest)
@@ -497,6 +500,86 @@ impl<'a, E: Executor> Build<'a, E> {
             name,
             location: dest.display().to_string(),
             files: written,
+        });
+        Ok(())
+    }
+
+    /// Uploads one artifact block to S3, laid out as CodeBuild lays it out:
+    /// `<prefix>/[<s3-prefix>/][<build id>/]<name>`, a folder of objects or one zip.
+    async fn upload_s3(
+        &mut self,
+        block: &Artifacts,
+        name: Option<String>,
+        selected: &[super::artifacts::Selected],
+        s3: &super::S3Artifacts,
+    ) -> Result<(), String> {
+        let object_name = name.clone().unwrap_or_else(|| {
+            if s3.zip {
+                format!("{}.zip", block.identifier)
+            } else {
+                block.identifier.clone()
+            }
+        });
+        let s3_prefix = match &block.s3_prefix {
+            Some(prefix) => self.expand(prefix).await?,
+            None => String::new(),
+        };
+        let build = self
+            .request
+            .build_id
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let namespace = if s3.build_id_namespace {
+            build.as_str()
+        } else {
+            ""
+        };
+        let key = s3.url.key(&[&s3_prefix, namespace, &object_name]);
+        let location = format!("s3://{}/{key}", s3.url.bucket);
+        self.log.agent(&format!(
+            "Uploading artifact {} to {location}",
+            block.identifier
+        ));
+        let progress = crate::aws::s3::Progress::default();
+        let started = Instant::now();
+        let files: Vec<(std::path::PathBuf, String)> = selected
+            .iter()
+            .map(|f| (f.source.clone(), f.relative.clone()))
+            .collect();
+        let relative: Vec<String> = files.iter().map(|(_, r)| r.clone()).collect();
+        let uploaded = if s3.zip {
+            crate::aws::s3::upload_zip(
+                &s3.client,
+                &s3.url.bucket,
+                &key,
+                files,
+                block.enable_symlinks,
+                &s3.put,
+                &progress,
+            )
+            .await
+        } else {
+            let keyed = files
+                .into_iter()
+                .map(|(p, r)| (p, format!("{key}/{r}")))
+                .collect();
+            crate::aws::s3::upload_files(&s3.client, &s3.url.bucket, keyed, &s3.put, &progress)
+                .await
+        };
+        uploaded.map_err(|e| format!("CLIENT_ERROR: {}", self.log.mask(&e.to_string())))?;
+        self.log.agent(&format!(
+            "Uploaded {} files of artifact {} to {location} ({})",
+            relative.len(),
+            block.identifier,
+            progress.describe(started)
+        ));
+        self.artifacts.push(ArtifactRecord {
+            identifier: block.identifier.clone(),
+            name,
+            location,
+            files: relative,
         });
         Ok(())
     }

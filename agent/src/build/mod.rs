@@ -20,6 +20,17 @@ use std::time::Duration;
 
 use buildspec::Buildspec;
 
+/// Where and how artifacts are uploaded to S3, as a CodeBuild project's artifact settings
+/// say it: packaging NONE (a folder of objects) or ZIP, namespace NONE or BUILD_ID.
+#[derive(Debug, Clone)]
+pub struct S3Artifacts {
+    pub client: aws_sdk_s3::Client,
+    pub url: crate::aws::s3::S3Url,
+    pub zip: bool,
+    pub build_id_namespace: bool,
+    pub put: crate::aws::s3::PutOptions,
+}
+
 /// Everything the engine needs to run one build.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
@@ -43,8 +54,10 @@ pub struct BuildRequest {
     pub aws_env: Vec<(String, String)>,
     /// The whole build's time limit.
     pub timeout: Option<Duration>,
-    /// Where artifacts land; `None` collects none.
+    /// Where artifacts land (and reports, always); `None` collects none.
     pub artifacts_dir: Option<PathBuf>,
+    /// Artifacts go to S3 instead of `artifacts_dir`.
+    pub artifacts_s3: Option<S3Artifacts>,
     /// Where `cache.paths` are kept between builds; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// `CODEBUILD_INITIATOR`.

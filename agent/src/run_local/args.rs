@@ -11,6 +11,18 @@ use crate::exec::docker::{DockerOptions, Limits, PullPolicy};
 pub const DEFAULT_IMAGE: &str = "agent-standard:latest";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Packaging {
+    None,
+    Zip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Namespace {
+    None,
+    BuildId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExecutorKind {
     Docker,
     Host,
@@ -34,9 +46,19 @@ pub struct RunLocalArgs {
     /// Where commands run.
     #[arg(long, value_enum, default_value_t = ExecutorKind::Docker)]
     pub executor: ExecutorKind,
-    /// Where artifacts land (default: .agent/artifacts under the source).
-    #[arg(short = 'a', long, value_name = "DIR")]
+    /// Where artifacts land: a directory (default: .agent/artifacts under the source), or
+    /// `s3://bucket/prefix`.
+    #[arg(short = 'a', long, value_name = "DIR|S3_URL")]
     pub artifacts: Option<PathBuf>,
+    /// S3 artifacts: a folder of objects (`none`) or one zip per artifact (`zip`).
+    #[arg(long = "artifacts-packaging", value_enum, default_value_t = Packaging::None)]
+    pub artifacts_packaging: Packaging,
+    /// S3 artifacts: put them under the build id (`build-id`) or not (`none`).
+    #[arg(long = "artifacts-namespace", value_enum, default_value_t = Namespace::None)]
+    pub artifacts_namespace: Namespace,
+    /// S3 artifacts: encrypt with this KMS key (SSE-KMS).
+    #[arg(long = "artifacts-kms-key-id", value_name = "KEY")]
+    pub artifacts_kms_key_id: Option<String>,
     /// A variable for the build, highest precedence. Repeatable.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -109,6 +131,13 @@ pub struct RunLocalArgs {
 }
 
 impl RunLocalArgs {
+    /// The S3 destination of the artifacts, when `--artifacts` is an `s3://` URL.
+    pub fn artifacts_s3(&self) -> Option<Result<crate::aws::s3::S3Url, String>> {
+        let text = self.artifacts.as_ref()?.to_str()?;
+        text.starts_with("s3://")
+            .then(|| crate::aws::s3::S3Url::parse(text))
+    }
+
     pub fn secondary_sources(&self) -> Vec<(String, PathBuf)> {
         self.secondary_source.clone()
     }

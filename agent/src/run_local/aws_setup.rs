@@ -11,7 +11,9 @@ use crate::build::{BuildRequest, BuildStatus, PhaseRecord, Summary};
 use crate::logs::Maskers;
 
 use super::RunLocalArgs;
-use super::args::ExecutorKind;
+use super::args::{ExecutorKind, Namespace, Packaging};
+use crate::aws::s3::PutOptions;
+use crate::build::S3Artifacts;
 
 /// Connects when the build needs AWS; fills in resolved values and the build's credentials.
 /// The returned endpoint serves the build its credentials and must live as long as the
@@ -24,7 +26,8 @@ pub async fn provision(
     let env = &request.buildspec.env;
     let needs_values = !env.parameter_store.is_empty() || !env.secrets_manager.is_empty();
     let wants_credentials = !args.role_arn.is_empty() || args.profile.is_some();
-    if !needs_values && !wants_credentials {
+    let s3_artifacts = args.artifacts_s3().and_then(Result::ok);
+    if !needs_values && !wants_credentials && s3_artifacts.is_none() {
         return Ok(None);
     }
     let mut tags = Vec::new();
@@ -63,6 +66,18 @@ pub async fn provision(
             .map_err(|e| e.to_string())?,
     );
     request.resolved = resolved;
+    if let Some(url) = s3_artifacts {
+        request.artifacts_s3 = Some(S3Artifacts {
+            client: s3_client(&connected.config),
+            url,
+            zip: args.artifacts_packaging == Packaging::Zip,
+            build_id_namespace: args.artifacts_namespace == Namespace::BuildId,
+            put: PutOptions {
+                kms_key_id: args.artifacts_kms_key_id.clone(),
+                metadata: vec![("agent-build-id".to_string(), request.build_id.clone())],
+            },
+        });
+    }
     if !wants_credentials {
         return Ok(None);
     }
@@ -111,6 +126,18 @@ pub async fn provision(
             Ok(None)
         }
     }
+}
+
+/// An S3 client; path-style addressing when an endpoint override points elsewhere than AWS
+/// (S3-compatible servers rarely serve bucket subdomains).
+fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let custom = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+    let s3_config = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(custom)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3_config)
 }
 
 /// The summary of a build that could not be provisioned.

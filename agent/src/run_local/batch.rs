@@ -152,6 +152,7 @@ async fn member_build(
             .artifacts_dir
             .as_ref()
             .map(|d| d.join(&member.identifier)),
+        artifacts_s3: parent.artifacts_s3.clone(),
         cache_dir: parent.cache_dir.clone(),
         initiator: parent.initiator.clone(),
     };

@@ -301,10 +301,14 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         args::ExecutorKind::Docker => Some(args.image.clone()),
         args::ExecutorKind::Host => None,
     };
-    let artifacts_dir = args
-        .artifacts
-        .clone()
-        .unwrap_or_else(|| source_dir.join(".agent/artifacts"));
+    if let Some(Err(message)) = args.artifacts_s3() {
+        return Err(format!("error: --artifacts: {message}"));
+    }
+    let artifacts_dir = match (&args.artifacts, args.artifacts_s3()) {
+        (Some(dir), None) => dir.clone(),
+        // Reports stay local when artifacts go to S3.
+        _ => source_dir.join(".agent/artifacts"),
+    };
     let cache_dir = args
         .cache_dir
         .clone()
@@ -321,6 +325,7 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         aws_env: Vec::new(),
         timeout: args.timeout,
         artifacts_dir: Some(artifacts_dir),
+        artifacts_s3: None,
         cache_dir: Some(cache_dir),
         initiator: std::env::var("USER").unwrap_or_else(|_| "local".to_string()),
     })
