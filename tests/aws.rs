@@ -336,3 +336,71 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[test]
+fn the_log_reaches_s3_gzipped_and_masked() {
+    let bucket = make_bucket();
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"token is $TOKEN\"\n      - seq 1 20000\n",
+    );
+    let url = format!("s3://{bucket}/ci");
+    let run = run(
+        &p,
+        &["--logs", &url, "--secret", "TOKEN=Very-Secret-Token-42"],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let build_id = run.summary["build_id"].as_str().unwrap();
+    let key = format!("ci/logs/{build_id}.log");
+    assert_eq!(
+        list(&bucket),
+        std::slice::from_ref(&key),
+        "checkpoints must be gone"
+    );
+    let text = boto3(&format!(
+        "import gzip\nb = boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='{key}')['Body'].read()\nt = gzip.decompress(b).decode()\nprint(t.count('\\n'), 'token is ***' in t, 'Very-Secret' in t, '20000' in t.split())"
+    ));
+    let lines = run.stdout.lines().count();
+    assert_eq!(text, format!("{lines} True False True"));
+    assert!(
+        run.stderr
+            .contains(&format!("Log in S3: s3://{bucket}/{key}")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_crash_loses_at_most_the_last_seconds_of_the_s3_log() {
+    let bucket = make_bucket();
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo before-the-crash\n      - sleep 10\n",
+    );
+    let summary = p.path().join(".summary.json");
+    let mut child = agent()
+        .args(["run-local", "--executor", "host", "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(p.path())
+        .args(["--logs", &format!("s3://{bucket}/ci")])
+        .envs(aws_env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(7000));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let keys = list(&bucket);
+    let checkpoint = keys
+        .iter()
+        .find(|k| k.contains(".log.parts/"))
+        .expect("a checkpoint");
+    let text = boto3(&format!(
+        "import gzip\nb = boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='{checkpoint}')['Body'].read()\nprint('before-the-crash' in gzip.decompress(b).decode())"
+    ));
+    assert_eq!(text, "True");
+    assert!(
+        !keys.iter().any(|k| k.ends_with(".log")),
+        "no final object after a crash: {keys:?}"
+    );
+}

@@ -58,6 +58,8 @@ pub struct BuildRequest {
     pub artifacts_dir: Option<PathBuf>,
     /// Artifacts go to S3 instead of `artifacts_dir`.
     pub artifacts_s3: Option<S3Artifacts>,
+    /// The build log also goes to S3, under `logs/` of this URL.
+    pub logs_s3: Option<(aws_sdk_s3::Client, crate::aws::s3::S3Url)>,
     /// Where `cache.paths` are kept between builds; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// `CODEBUILD_INITIATOR`.

@@ -2,6 +2,7 @@
 //! masked, split into lines, timestamped and written to every sink, in bounded memory.
 
 mod mask;
+pub mod s3;
 mod sink;
 
 pub use mask::{MASK, Masker};
@@ -134,6 +135,16 @@ impl Log {
         inner.secrets.extend(fresh);
         let all = inner.secrets.clone();
         inner.masker = inner.masker.extended(&all);
+    }
+
+    /// Ends the log: flushes every sink and tells it nothing more will come.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.end_output();
+        for sink in &mut inner.sinks {
+            let _ = sink.flush();
+            sink.close();
+        }
     }
 
     /// Masks `text` with the build's secrets, for messages that leave through other paths.

@@ -15,6 +15,8 @@ pub trait Sink: Send {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// The log is finished: nothing more will come.
+    fn close(&mut self) {}
 }
 
 /// Standard output, as a person reads it. `quiet` keeps only the agent's own lines. With a

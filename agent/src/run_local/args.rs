@@ -74,6 +74,10 @@ pub struct RunLocalArgs {
     /// The whole build's time limit: `90m`, `30s`, `2h`; a bare number is minutes.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
+    /// Also write the build log to `s3://bucket/prefix/logs/<build-id>.log` (gzip), as the
+    /// build runs.
+    #[arg(long, value_name = "S3_URL")]
+    pub logs: Option<String>,
     /// Where `cache.paths` are kept between builds (default: .agent/cache under the source).
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -131,6 +135,11 @@ pub struct RunLocalArgs {
 }
 
 impl RunLocalArgs {
+    /// The S3 destination of the log, from `--logs`.
+    pub fn logs_s3(&self) -> Option<Result<crate::aws::s3::S3Url, String>> {
+        self.logs.as_deref().map(crate::aws::s3::S3Url::parse)
+    }
+
     /// The S3 destination of the artifacts, when `--artifacts` is an `s3://` URL.
     pub fn artifacts_s3(&self) -> Option<Result<crate::aws::s3::S3Url, String>> {
         let text = self.artifacts.as_ref()?.to_str()?;

@@ -27,7 +27,8 @@ pub async fn provision(
     let needs_values = !env.parameter_store.is_empty() || !env.secrets_manager.is_empty();
     let wants_credentials = !args.role_arn.is_empty() || args.profile.is_some();
     let s3_artifacts = args.artifacts_s3().and_then(Result::ok);
-    if !needs_values && !wants_credentials && s3_artifacts.is_none() {
+    let s3_logs = args.logs_s3().and_then(Result::ok);
+    if !needs_values && !wants_credentials && s3_artifacts.is_none() && s3_logs.is_none() {
         return Ok(None);
     }
     let mut tags = Vec::new();
@@ -66,6 +67,9 @@ pub async fn provision(
             .map_err(|e| e.to_string())?,
     );
     request.resolved = resolved;
+    if let Some(url) = s3_logs {
+        request.logs_s3 = Some((s3_client(&connected.config), url));
+    }
     if let Some(url) = s3_artifacts {
         request.artifacts_s3 = Some(S3Artifacts {
             client: s3_client(&connected.config),

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use buildspec::buildspec::Batch;
 use tokio::sync::watch;
 
-use super::{RunLocalArgs, build_once, load_buildspec, secret_values, sinks};
+use super::{RunLocalArgs, build_once, close_log, load_buildspec, open_log};
 use crate::build::batch::{self, Member, Outcome};
 use crate::build::{BatchMember, BuildRequest, BuildStatus, Stop, Summary};
-use crate::logs::{Log, Maskers};
+use crate::logs::Maskers;
 
 pub async fn run(
     args: Arc<RunLocalArgs>,
@@ -153,6 +153,7 @@ async fn member_build(
             .as_ref()
             .map(|d| d.join(&member.identifier)),
         artifacts_s3: parent.artifacts_s3.clone(),
+        logs_s3: parent.logs_s3.clone(),
         cache_dir: parent.cache_dir.clone(),
         initiator: parent.initiator.clone(),
     };
@@ -161,19 +162,17 @@ async fn member_build(
         member_args.privileged = privileged;
     }
     let log_path = log_dir.join(format!("{}.log", member.identifier));
-    let log = Log::new(
-        &secret_values(&request),
-        sinks(args, Some(&member.identifier), &log_path),
-    );
+    let (log, upload) = open_log(args, &request, Some(&member.identifier), &log_path);
     maskers.register(&log);
-    match build_once(&member_args, &request, log.clone(), stop).await {
+    let summary = match build_once(&member_args, &request, log.clone(), stop).await {
         Ok(summary) => summary,
         Err(error) => {
             log.agent(&format!("Cannot run this build: {error}"));
-            log.flush();
             failed(error.to_string())
         }
-    }
+    };
+    close_log(&log, upload).await;
+    summary
 }
 
 /// Copies the source tree, leaving out the agent's own `.agent` directory; symlinks are

@@ -14,11 +14,13 @@ use std::sync::Arc;
 use buildspec::{Buildspec, Source};
 use tokio::sync::watch;
 
+use crate::aws::s3::PutOptions;
 use crate::build::{Build, BuildRequest, BuildStatus, Stop, Summary};
 use crate::exec::docker::DockerExecutor;
 use crate::exec::host::HostExecutor;
 use crate::exec::{ExecError, Executor, Signal};
 use crate::exit;
+use crate::logs::s3::S3LogUpload;
 use crate::logs::{FileSink, JsonSink, Log, Maskers, Sink, TerminalSink};
 
 /// Runs the build the flags describe; returns the exit status.
@@ -82,9 +84,11 @@ async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, masker
         }
         None => {
             let log_path = logs.join(format!("{}.log", request.build_id));
-            let log = Log::new(&secret_values(&request), sinks(&args, None, &log_path));
+            let (log, upload) = open_log(&args, &request, None, &log_path);
             maskers.register(&log);
-            match build_once(&args, &request, log.clone(), stop_rx).await {
+            let built = build_once(&args, &request, log.clone(), stop_rx).await;
+            close_log(&log, upload).await;
+            match built {
                 Ok(summary) => {
                     report_log_errors(&log);
                     (summary, log_path)
@@ -130,6 +134,39 @@ fn sinks(args: &RunLocalArgs, member: Option<&str>, log_path: &Path) -> Vec<Box<
         ),
     }
     sinks
+}
+
+/// A build's log: its sinks, and the S3 upload when `--logs` asks for one.
+fn open_log(
+    args: &RunLocalArgs,
+    request: &BuildRequest,
+    member: Option<&str>,
+    log_path: &Path,
+) -> (Log, Option<S3LogUpload>) {
+    let mut sinks = sinks(args, member, log_path);
+    let upload = request.logs_s3.as_ref().map(|(client, url)| {
+        let key = url.key(&["logs", &format!("{}.log", request.build_id)]);
+        let options = PutOptions {
+            kms_key_id: args.artifacts_kms_key_id.clone(),
+            metadata: vec![("agent-build-id".to_string(), request.build_id.clone())],
+        };
+        let (sink, upload) =
+            crate::logs::s3::start(client.clone(), url.bucket.clone(), key, options);
+        sinks.push(Box::new(sink));
+        upload
+    });
+    (Log::new(&secret_values(request), sinks), upload)
+}
+
+/// Closes a build's log and waits for its S3 copy, if any, to be complete.
+async fn close_log(log: &Log, upload: Option<S3LogUpload>) {
+    log.close();
+    if let Some(upload) = upload {
+        match upload.finish().await {
+            Ok(url) => eprintln!("Log in S3: {url}"),
+            Err(e) => eprintln!("warning: the log could not be uploaded to S3: {e}"),
+        }
+    }
 }
 
 /// Every value to mask: secrets, resolved parameters and secrets, AWS credentials.
@@ -304,6 +341,9 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
     if let Some(Err(message)) = args.artifacts_s3() {
         return Err(format!("error: --artifacts: {message}"));
     }
+    if let Some(Err(message)) = args.logs_s3() {
+        return Err(format!("error: --logs: {message}"));
+    }
     let artifacts_dir = match (&args.artifacts, args.artifacts_s3()) {
         (Some(dir), None) => dir.clone(),
         // Reports stay local when artifacts go to S3.
@@ -326,6 +366,7 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         timeout: args.timeout,
         artifacts_dir: Some(artifacts_dir),
         artifacts_s3: None,
+        logs_s3: None,
         cache_dir: Some(cache_dir),
         initiator: std::env::var("USER").unwrap_or_else(|_| "local".to_string()),
     })
