@@ -404,3 +404,44 @@ fn a_crash_loses_at_most_the_last_seconds_of_the_s3_log() {
         "no final object after a crash: {keys:?}"
     );
 }
+
+#[test]
+fn the_cache_lives_in_s3_by_key_and_fallback() {
+    let bucket = make_bucket();
+    let spec = |key: &str| {
+        format!(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - 'if [ -f deps/stamp ]; then echo \"restored $(cat deps/stamp)\"; else echo fresh; fi'\n      - mkdir -p deps/sub && echo {key} > deps/stamp && head -c 100000 /dev/zero > deps/sub/blob\ncache:\n  key: {key}\n  fallback-keys:\n    - deps-\n  paths:\n    - 'deps/**/*'\n"
+        )
+    };
+    let p = Project::new(&spec("deps-one"));
+    let url = format!("s3://{bucket}/cache");
+    let args = ["--cache", url.as_str()];
+    let first = run(&p, &args);
+    assert!(first.printed("fresh"), "{}{}", first.stdout, first.stderr);
+    assert_eq!(list(&bucket), ["cache/deps-one"]);
+    std::fs::remove_dir_all(p.path().join("deps")).unwrap();
+    let second = run(&p, &args);
+    assert!(second.printed("restored deps-one"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("keyed entries are never replaced"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(
+        std::fs::metadata(p.path().join("deps/sub/blob"))
+            .unwrap()
+            .len(),
+        100_000
+    );
+    std::fs::remove_dir_all(p.path().join("deps")).unwrap();
+    p.write("buildspec.yml", &spec("deps-two"));
+    let third = run(&p, &args);
+    assert!(third.printed("restored deps-one"), "{}", third.stdout);
+    assert_eq!(list(&bucket), ["cache/deps-one", "cache/deps-two"]);
+    // Nothing is left staged on disk.
+    let staged: Vec<_> = std::fs::read_dir(p.path().join(".agent/cache"))
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert_eq!(staged, [0]);
+}

@@ -74,8 +74,14 @@ pub enum S3Error {
     },
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("cannot write the zip archive: {0}")]
+    #[error("cannot write the archive: {0}")]
     Zip(String),
+    #[error("S3 download of s3://{bucket}/{key} failed: {message}")]
+    Download {
+        bucket: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// Bytes sent so far, for progress lines.
@@ -353,8 +359,42 @@ pub async fn upload_files(
     }
 }
 
-/// Writes a zip of `files` (source, name in the archive) straight into a multipart upload:
-/// the archive is never held whole in memory or on disk.
+/// Uploads what `write` produces, as it produces it: the bytes go out in parts of a
+/// multipart upload and are never held whole in memory or on disk. `write` runs on a
+/// blocking thread.
+pub async fn upload_stream<F>(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    options: &PutOptions,
+    progress: &Progress,
+    write: F,
+) -> Result<(), S3Error>
+where
+    F: FnOnce(&mut dyn Write) -> Result<(), S3Error> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
+    let writer = tokio::task::spawn_blocking(move || -> Result<(), S3Error> {
+        let mut sink = PartWriter {
+            buffer: Vec::with_capacity(PART_SIZE),
+            tx,
+        };
+        write(&mut sink)?;
+        sink.flush_part().map_err(|e| S3Error::Zip(e.to_string()))
+    });
+    let uploaded = multipart(client, bucket, key, rx, options, progress).await;
+    let written = writer.await.map_err(|e| failed(bucket, key, e))?;
+    // A writer error means the upload got fewer parts than the stream: it must not stand.
+    if let Err(e) = written {
+        if uploaded.is_ok() {
+            let _ = client.delete_object().bucket(bucket).key(key).send().await;
+        }
+        return Err(e);
+    }
+    uploaded
+}
+
+/// Writes a zip of `files` (source, name in the archive) straight into a multipart upload.
 pub async fn upload_zip(
     client: &Client,
     bucket: &str,
@@ -364,13 +404,8 @@ pub async fn upload_zip(
     options: &PutOptions,
     progress: &Progress,
 ) -> Result<(), S3Error> {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
-    let writer = tokio::task::spawn_blocking(move || -> Result<(), S3Error> {
-        let sink = PartWriter {
-            buffer: Vec::with_capacity(PART_SIZE),
-            tx,
-        };
-        let mut zip = zip::ZipWriter::new_stream(sink);
+    upload_stream(client, bucket, key, options, progress, move |out| {
+        let mut zip = zip::ZipWriter::new_stream(out);
         let file_options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .large_file(true);
@@ -403,22 +438,10 @@ pub async fn upload_zip(
                 message: e.to_string(),
             })?;
         }
-        let mut sink = zip
-            .finish()
-            .map_err(|e| S3Error::Zip(e.to_string()))?
-            .into_inner();
-        sink.flush_part().map_err(|e| S3Error::Zip(e.to_string()))
-    });
-    let uploaded = multipart(client, bucket, key, rx, options, progress).await;
-    let written = writer.await.map_err(|e| failed(bucket, key, e))?;
-    // A writer error means the upload got fewer parts than the archive: it must not stand.
-    if let Err(e) = written {
-        if uploaded.is_ok() {
-            let _ = client.delete_object().bucket(bucket).key(key).send().await;
-        }
-        return Err(e);
-    }
-    uploaded
+        zip.finish().map_err(|e| S3Error::Zip(e.to_string()))?;
+        Ok(())
+    })
+    .await
 }
 
 /// Collects written bytes into parts and hands each full part to the uploader.
@@ -453,6 +476,77 @@ impl Write for PartWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Downloads an object to `dest`, streaming: the body is never held whole in memory.
+pub async fn download(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    dest: &Path,
+) -> Result<u64, S3Error> {
+    use tokio::io::AsyncWriteExt;
+    let fail = |message: String| S3Error::Download {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        message,
+    };
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| fail(error_text(&e)))?;
+    let mut body = object.body;
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut written = 0u64;
+    while let Some(chunk) = body.try_next().await.map_err(|e| fail(e.to_string()))? {
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        written += chunk.len() as u64;
+    }
+    file.flush().await.map_err(|e| fail(e.to_string()))?;
+    Ok(written)
+}
+
+/// Whether `key` exists in `bucket`.
+pub async fn exists(client: &Client, bucket: &str, key: &str) -> bool {
+    client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+}
+
+/// The newest object whose key starts with `prefix`.
+pub async fn newest_with_prefix(client: &Client, bucket: &str, prefix: &str) -> Option<String> {
+    let mut newest: Option<(aws_sdk_s3::primitives::DateTime, String)> = None;
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let Ok(page) = page else { break };
+        for object in page.contents() {
+            if let (Some(key), Some(modified)) = (object.key(), object.last_modified()) {
+                let newer = newest
+                    .as_ref()
+                    .is_none_or(|(t, _)| modified.secs() > t.secs());
+                if newer {
+                    newest = Some((*modified, key.to_string()));
+                }
+            }
+        }
+    }
+    newest.map(|(_, key)| key)
 }
 
 #[cfg(test)]

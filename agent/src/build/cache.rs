@@ -12,6 +12,8 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
+use crate::aws::s3::{self, S3Url};
+
 /// The entry used when the buildspec gives no key.
 pub const PROJECT_KEY: &str = "project-cache";
 
@@ -95,6 +97,98 @@ pub fn cache_root(pattern: &str, src_dir: &str) -> Option<String> {
         )
     };
     (path != "/").then_some(path)
+}
+
+/// Fetches the S3 entry for `key` (or the newest matching a fallback prefix) into a new
+/// directory under `staging`: the download streams to disk and is unpacked from there.
+/// The found key and the directory, which the caller removes.
+pub async fn s3_fetch(
+    client: &aws_sdk_s3::Client,
+    url: &S3Url,
+    staging: &Path,
+    key: &str,
+    fallbacks: &[String],
+) -> Result<Option<(String, PathBuf)>, String> {
+    let exact = url.key(&[key]);
+    let mut object = s3::exists(client, &url.bucket, &exact)
+        .await
+        .then_some(exact);
+    for prefix in fallbacks {
+        if object.is_some() {
+            break;
+        }
+        object = s3::newest_with_prefix(client, &url.bucket, &url.key(&[prefix])).await;
+    }
+    let Some(object) = object else {
+        return Ok(None);
+    };
+    let found = object
+        .strip_prefix(&format!("{}/", url.prefix))
+        .unwrap_or(&object)
+        .to_string();
+    std::fs::create_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let archive = staging.join(format!("download-{id}.tar.zst"));
+    let entry = staging.join(format!("restore-{id}"));
+    let downloaded = s3::download(client, &url.bucket, &object, &archive)
+        .await
+        .map_err(|e| e.to_string());
+    let unpacked = match downloaded {
+        Ok(_) => {
+            let (archive, entry) = (archive.clone(), entry.clone());
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let decoder = zstd::stream::read::Decoder::new(std::fs::File::open(&archive)?)?;
+                tar::Archive::new(decoder).unpack(&entry)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| format!("cannot unpack s3://{}/{object}: {e}", url.bucket)))
+        }
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&archive);
+    if let Err(e) = unpacked {
+        let _ = std::fs::remove_dir_all(&entry);
+        return Err(e);
+    }
+    Ok(Some((found, entry)))
+}
+
+/// Uploads a local entry directory as one tar+zstd object, streamed.
+pub async fn s3_store(
+    client: &aws_sdk_s3::Client,
+    url: &S3Url,
+    key: &str,
+    entry: &Path,
+) -> Result<String, String> {
+    let object = url.key(&[key]);
+    let entry = entry.to_path_buf();
+    s3::upload_stream(
+        client,
+        &url.bucket,
+        &object,
+        &s3::PutOptions::default(),
+        &s3::Progress::default(),
+        move |out| {
+            let encoder = zstd::stream::write::Encoder::new(out, 3)
+                .map_err(|e| s3::S3Error::Zip(e.to_string()))?;
+            let mut builder = tar::Builder::new(encoder);
+            builder.follow_symlinks(false);
+            builder
+                .append_dir_all(".", &entry)
+                .map_err(|e| s3::S3Error::Zip(e.to_string()))?;
+            let encoder = builder
+                .into_inner()
+                .map_err(|e| s3::S3Error::Zip(e.to_string()))?;
+            encoder
+                .finish()
+                .map_err(|e| s3::S3Error::Zip(e.to_string()))?;
+            Ok(())
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(format!("s3://{}/{object}", url.bucket))
 }
 
 /// How a cached path is recorded: paths inside the source relative to it, since the

@@ -693,11 +693,32 @@ impl<'a, E: Executor> Build<'a, E> {
                 }
             }
         }
-        let Some((found, entry)) = cache::find(&dir, &key, &fallbacks) else {
-            self.log.agent(&format!(
-                "Cache: no entry for key {key} or its fallback keys"
-            ));
-            return;
+        let (found, entry, fetched) = match self.request.cache_s3.clone() {
+            None => match cache::find(&dir, &key, &fallbacks) {
+                Some((found, entry)) => (found, entry, false),
+                None => {
+                    self.log.agent(&format!(
+                        "Cache: no entry for key {key} or its fallback keys"
+                    ));
+                    return;
+                }
+            },
+            Some((client, url)) => {
+                match cache::s3_fetch(&client, &url, &dir, &key, &fallbacks).await {
+                    Ok(Some((found, entry))) => (found, entry, true),
+                    Ok(None) => {
+                        self.log.agent(&format!(
+                            "Cache: no entry for key {key} or its fallback keys in s3://{}/{}",
+                            url.bucket, url.prefix
+                        ));
+                        return;
+                    }
+                    Err(message) => {
+                        self.log.agent(&format!("Cache: not restored: {message}"));
+                        return;
+                    }
+                }
+            }
         };
         let manifest = std::fs::read_to_string(entry.join("paths")).unwrap_or_default();
         let mut restored = 0;
@@ -719,6 +740,9 @@ impl<'a, E: Executor> Build<'a, E> {
         self.log.agent(&format!(
             "Cache: restored {restored} paths from key {found}"
         ));
+        if fetched {
+            let _ = std::fs::remove_dir_all(&entry);
+        }
     }
 
     async fn save_cache(&mut self) {
@@ -730,6 +754,31 @@ impl<'a, E: Executor> Build<'a, E> {
         let Some(key) = self.cache_key().await else {
             return;
         };
+        if let Some((client, url)) = self.request.cache_s3.clone() {
+            if keyed && crate::aws::s3::exists(&client, &url.bucket, &url.key(&[&key])).await {
+                self.log.agent(&format!(
+                    "Cache: entry {key} exists and keyed entries are never replaced"
+                ));
+                return;
+            }
+            let staged = dir.join(format!("s3-entry-{}", uuid::Uuid::new_v4().simple()));
+            let written = self.write_cache_entry(&dir, &staged, &key, &paths).await;
+            let stored = match written {
+                Ok((count, bytes)) => cache::s3_store(&client, &url, &key, &staged)
+                    .await
+                    .map(|at| (count, bytes, at)),
+                Err(message) => Err(message),
+            };
+            let _ = std::fs::remove_dir_all(&staged);
+            match stored {
+                Ok((count, bytes, at)) => self.log.agent(&format!(
+                    "Cache: saved {count} paths ({:.1} MB before compression) to {at}",
+                    bytes as f64 / 1e6
+                )),
+                Err(message) => self.log.agent(&format!("Cache: not saved: {message}")),
+            }
+            return;
+        }
         let entry = cache::entry_dir(&dir, &key);
         if keyed && cache::is_complete(&entry) {
             self.log.agent(&format!(

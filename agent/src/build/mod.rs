@@ -60,8 +60,11 @@ pub struct BuildRequest {
     pub artifacts_s3: Option<S3Artifacts>,
     /// The build log also goes to S3, under `logs/` of this URL.
     pub logs_s3: Option<(aws_sdk_s3::Client, crate::aws::s3::S3Url)>,
-    /// Where `cache.paths` are kept between builds; `None` disables the cache.
+    /// Where `cache.paths` are kept between builds (with S3, where entries are staged);
+    /// `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// The cache lives in S3 under this URL, one `tar`+zstd object per key.
+    pub cache_s3: Option<(aws_sdk_s3::Client, crate::aws::s3::S3Url)>,
     /// `CODEBUILD_INITIATOR`.
     pub initiator: String,
 }

@@ -78,6 +78,9 @@ pub struct RunLocalArgs {
     /// build runs.
     #[arg(long, value_name = "S3_URL")]
     pub logs: Option<String>,
+    /// Keep the cache in S3 instead: one tar+zstd object per key under `s3://bucket/prefix`.
+    #[arg(long, value_name = "S3_URL")]
+    pub cache: Option<String>,
     /// Where `cache.paths` are kept between builds (default: .agent/cache under the source).
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -135,6 +138,11 @@ pub struct RunLocalArgs {
 }
 
 impl RunLocalArgs {
+    /// The S3 location of the cache, from `--cache`.
+    pub fn cache_s3(&self) -> Option<Result<crate::aws::s3::S3Url, String>> {
+        self.cache.as_deref().map(crate::aws::s3::S3Url::parse)
+    }
+
     /// The S3 destination of the log, from `--logs`.
     pub fn logs_s3(&self) -> Option<Result<crate::aws::s3::S3Url, String>> {
         self.logs.as_deref().map(crate::aws::s3::S3Url::parse)

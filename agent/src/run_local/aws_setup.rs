@@ -28,7 +28,9 @@ pub async fn provision(
     let wants_credentials = !args.role_arn.is_empty() || args.profile.is_some();
     let s3_artifacts = args.artifacts_s3().and_then(Result::ok);
     let s3_logs = args.logs_s3().and_then(Result::ok);
-    if !needs_values && !wants_credentials && s3_artifacts.is_none() && s3_logs.is_none() {
+    let s3_cache = args.cache_s3().and_then(Result::ok);
+    let uses_s3 = s3_artifacts.is_some() || s3_logs.is_some() || s3_cache.is_some();
+    if !needs_values && !wants_credentials && !uses_s3 {
         return Ok(None);
     }
     let mut tags = Vec::new();
@@ -67,6 +69,9 @@ pub async fn provision(
             .map_err(|e| e.to_string())?,
     );
     request.resolved = resolved;
+    if let Some(url) = s3_cache {
+        request.cache_s3 = Some((s3_client(&connected.config), url));
+    }
     if let Some(url) = s3_logs {
         request.logs_s3 = Some((s3_client(&connected.config), url));
     }

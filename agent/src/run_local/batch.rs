@@ -155,6 +155,7 @@ async fn member_build(
         artifacts_s3: parent.artifacts_s3.clone(),
         logs_s3: parent.logs_s3.clone(),
         cache_dir: parent.cache_dir.clone(),
+        cache_s3: parent.cache_s3.clone(),
         initiator: parent.initiator.clone(),
     };
     let mut member_args = args.clone();

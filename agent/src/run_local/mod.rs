@@ -344,6 +344,9 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
     if let Some(Err(message)) = args.logs_s3() {
         return Err(format!("error: --logs: {message}"));
     }
+    if let Some(Err(message)) = args.cache_s3() {
+        return Err(format!("error: --cache: {message}"));
+    }
     let artifacts_dir = match (&args.artifacts, args.artifacts_s3()) {
         (Some(dir), None) => dir.clone(),
         // Reports stay local when artifacts go to S3.
@@ -368,6 +371,7 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         artifacts_s3: None,
         logs_s3: None,
         cache_dir: Some(cache_dir),
+        cache_s3: None,
         initiator: std::env::var("USER").unwrap_or_else(|_| "local".to_string()),
     })
 }
