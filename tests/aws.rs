@@ -445,3 +445,58 @@ fn the_cache_lives_in_s3_by_key_and_fallback() {
         .collect();
     assert_eq!(staged, [0]);
 }
+
+#[test]
+fn sources_come_from_s3_zips_and_prefixes() {
+    let bucket = make_bucket();
+    boto3(&format!(
+        "import io, zipfile\n\
+         s3 = boto3.client('s3', **kw)\n\
+         buf = io.BytesIO()\n\
+         z = zipfile.ZipFile(buf, 'w')\n\
+         z.writestr('buildspec.yml', 'version: 0.2\\nphases:\\n  build:\\n    commands:\\n      - cat src/main.txt\\n      - echo \"url=$CODEBUILD_SOURCE_REPO_URL\"\\n')\n\
+         z.writestr('src/main.txt', 'from the zip')\n\
+         z.close()\n\
+         s3.put_object(Bucket='{bucket}', Key='sources/app.zip', Body=buf.getvalue())\n\
+         s3.put_object(Bucket='{bucket}', Key='tree/buildspec.yml', Body=b'version: 0.2\\nphases:\\n  build:\\n    commands:\\n      - cat lib/a.txt\\n')\n\
+         s3.put_object(Bucket='{bucket}', Key='tree/lib/a.txt', Body=b'from the prefix')\n\
+         evil = io.BytesIO()\n\
+         z = zipfile.ZipFile(evil, 'w')\n\
+         z.writestr('../../escaped.txt', 'x')\n\
+         z.close()\n\
+         s3.put_object(Bucket='{bucket}', Key='sources/evil.zip', Body=evil.getvalue())"
+    ));
+    let cwd = tempfile::tempdir().unwrap();
+    let go = |source: String| {
+        let output = agent()
+            .args(["run-local", "--executor", "host", "--source", &source])
+            .current_dir(cwd.path())
+            .envs(aws_env())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = go(format!("s3://{bucket}/sources/app.zip"));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.lines().any(|l| l == "from the zip"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l == format!("url=s3://{bucket}/sources/app.zip")),
+        "{out}"
+    );
+    assert!(
+        cwd.path().join(".agent/logs").is_dir(),
+        "logs stay where the agent runs"
+    );
+    let (code, out, err) = go(format!("s3://{bucket}/tree"));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.lines().any(|l| l == "from the prefix"), "{out}");
+    let (code, out, err) = go(format!("s3://{bucket}/sources/evil.zip"));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("outside the destination"), "{err}");
+    assert!(!std::env::temp_dir().join("escaped.txt").exists());
+}

@@ -924,6 +924,9 @@ fn build_env<E: Executor>(executor: &E, request: &BuildRequest) -> Vec<(String, 
     for (id, dir) in executor.secondary_dirs() {
         builtin.push((format!("CODEBUILD_SRC_DIR_{id}"), dir.clone()));
     }
+    if let Some(url) = &request.source_url {
+        builtin.push(("CODEBUILD_SOURCE_REPO_URL".to_string(), url.clone()));
+    }
     if let Some(sha) = crate::source::git::head_commit(&request.source_dir) {
         builtin.push(("CODEBUILD_RESOLVED_SOURCE_VERSION".to_string(), sha));
         let version =

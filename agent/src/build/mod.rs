@@ -65,6 +65,8 @@ pub struct BuildRequest {
     pub cache_dir: Option<PathBuf>,
     /// The cache lives in S3 under this URL, one `tar`+zstd object per key.
     pub cache_s3: Option<(aws_sdk_s3::Client, crate::aws::s3::S3Url)>,
+    /// `CODEBUILD_SOURCE_REPO_URL` for sources that are not a local checkout.
+    pub source_url: Option<String>,
     /// `CODEBUILD_INITIATOR`.
     pub initiator: String,
 }

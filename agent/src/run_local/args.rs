@@ -34,9 +34,13 @@ pub struct RunLocalArgs {
     /// source directory. Default: buildspec.yml in the source directory.
     #[arg(value_name = "BUILDSPEC")]
     pub buildspec: Option<PathBuf>,
-    /// The primary source directory, mounted as is.
-    #[arg(short = 's', long, default_value = ".", value_name = "DIR")]
+    /// The primary source: a directory, mounted as is, or `s3://bucket/key.zip` (unpacked)
+    /// or `s3://bucket/prefix` (every object under it).
+    #[arg(short = 's', long, default_value = ".", value_name = "DIR|S3_URL")]
     pub source: PathBuf,
+    /// Where build logs are written (default: .agent/logs under the source).
+    #[arg(long = "log-dir", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
     /// A secondary source, mounted and exported as CODEBUILD_SRC_DIR_<ID>. Repeatable.
     #[arg(long = "secondary-source", value_name = "ID=DIR", value_parser = parse_secondary)]
     pub secondary_source: Vec<(String, PathBuf)>,
@@ -138,6 +142,13 @@ pub struct RunLocalArgs {
 }
 
 impl RunLocalArgs {
+    /// The S3 source, when `--source` is an `s3://` URL.
+    pub fn source_s3(&self) -> Option<Result<crate::aws::s3::S3Url, String>> {
+        let text = self.source.to_str()?;
+        text.starts_with("s3://")
+            .then(|| crate::aws::s3::S3Url::parse(text))
+    }
+
     /// The S3 location of the cache, from `--cache`.
     pub fn cache_s3(&self) -> Option<Result<crate::aws::s3::S3Url, String>> {
         self.cache.as_deref().map(crate::aws::s3::S3Url::parse)

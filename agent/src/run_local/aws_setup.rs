@@ -15,24 +15,8 @@ use super::args::{ExecutorKind, Namespace, Packaging};
 use crate::aws::s3::PutOptions;
 use crate::build::S3Artifacts;
 
-/// Connects when the build needs AWS; fills in resolved values and the build's credentials.
-/// The returned endpoint serves the build its credentials and must live as long as the
-/// build. An error names what failed; nothing has run.
-pub async fn provision(
-    args: &RunLocalArgs,
-    request: &mut BuildRequest,
-    maskers: &Maskers,
-) -> Result<Option<CredentialsEndpoint>, String> {
-    let env = &request.buildspec.env;
-    let needs_values = !env.parameter_store.is_empty() || !env.secrets_manager.is_empty();
-    let wants_credentials = !args.role_arn.is_empty() || args.profile.is_some();
-    let s3_artifacts = args.artifacts_s3().and_then(Result::ok);
-    let s3_logs = args.logs_s3().and_then(Result::ok);
-    let s3_cache = args.cache_s3().and_then(Result::ok);
-    let uses_s3 = s3_artifacts.is_some() || s3_logs.is_some() || s3_cache.is_some();
-    if !needs_values && !wants_credentials && !uses_s3 {
-        return Ok(None);
-    }
+/// Connects to AWS as the flags say: profile, region, the role chain.
+pub async fn connect(args: &RunLocalArgs, build_id: &str) -> Result<aws::Aws, String> {
     let mut tags = Vec::new();
     for tag in &args.session_tag {
         let (k, v) = tag
@@ -49,7 +33,7 @@ pub async fn provision(
             session_name: aws::roles::session_name(
                 args.role_session_name
                     .as_deref()
-                    .unwrap_or(&format!("agent-{}", request.build_id)),
+                    .unwrap_or(&format!("agent-{build_id}")),
             ),
             duration: args.duration,
             tags,
@@ -60,6 +44,32 @@ pub async fn provision(
     for note in &connected.notes {
         eprintln!("note: {note}");
     }
+    Ok(connected)
+}
+
+/// Connects when the build needs AWS; fills in resolved values and the build's credentials.
+/// The returned endpoint serves the build its credentials and must live as long as the
+/// build. An error names what failed; nothing has run.
+pub async fn provision(
+    args: &RunLocalArgs,
+    request: &mut BuildRequest,
+    maskers: &Maskers,
+    connected: Option<aws::Aws>,
+) -> Result<Option<CredentialsEndpoint>, String> {
+    let env = &request.buildspec.env;
+    let needs_values = !env.parameter_store.is_empty() || !env.secrets_manager.is_empty();
+    let wants_credentials = !args.role_arn.is_empty() || args.profile.is_some();
+    let s3_artifacts = args.artifacts_s3().and_then(Result::ok);
+    let s3_logs = args.logs_s3().and_then(Result::ok);
+    let s3_cache = args.cache_s3().and_then(Result::ok);
+    let uses_s3 = s3_artifacts.is_some() || s3_logs.is_some() || s3_cache.is_some();
+    if !needs_values && !wants_credentials && !uses_s3 && connected.is_none() {
+        return Ok(None);
+    }
+    let connected = match connected {
+        Some(connected) => connected,
+        None => connect(args, &request.build_id).await?,
+    };
     let mut resolved = aws::params::parameters(&connected.config, &env.parameter_store)
         .await
         .map_err(|e| e.to_string())?;
@@ -135,6 +145,27 @@ pub async fn provision(
             Ok(None)
         }
     }
+}
+
+/// Fetches an `s3://` source into a temporary directory, which lives as long as the
+/// returned handle.
+pub async fn fetch_source(
+    connected: &aws::Aws,
+    url: &crate::aws::s3::S3Url,
+) -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("agent-source-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a directory for the source: {e}"))?;
+    let started = std::time::Instant::now();
+    let count = crate::source::s3::fetch(&s3_client(&connected.config), url, dir.path()).await?;
+    eprintln!(
+        "Fetched {count} files of s3://{}/{} in {:.1} s",
+        url.bucket,
+        url.prefix,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(dir)
 }
 
 /// An S3 client; path-style addressing when an endpoint override points elsewhere than AWS

@@ -156,6 +156,7 @@ async fn member_build(
         logs_s3: parent.logs_s3.clone(),
         cache_dir: parent.cache_dir.clone(),
         cache_s3: parent.cache_s3.clone(),
+        source_url: parent.source_url.clone(),
         initiator: parent.initiator.clone(),
     };
     let mut member_args = args.clone();

@@ -40,7 +40,52 @@ pub fn run(args: RunLocalArgs) -> u8 {
 }
 
 async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
-    let mut request = match prepare(&args) {
+    let build_id = format!("local:{}", uuid::Uuid::new_v4());
+    // An S3 source is fetched first: the buildspec is in it.
+    let (args, connected, _source_dir, source_url) = match args.source_s3() {
+        None => (args, None, None, None),
+        Some(Err(message)) => {
+            eprintln!("error: --source: {message}");
+            return exit::BAD_INPUT;
+        }
+        Some(Ok(url)) => {
+            let fetched = async {
+                let connected = aws_setup::connect(&args, &build_id).await?;
+                let dir = aws_setup::fetch_source(&connected, &url).await?;
+                Ok::<_, String>((connected, dir))
+            }
+            .await;
+            let (connected, dir) = match fetched {
+                Ok(fetched) => fetched,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return exit::FAILED;
+                }
+            };
+            let here = std::env::current_dir().unwrap_or_default().join(".agent");
+            let mut local = (*args).clone();
+            local.source = dir.path().to_path_buf();
+            // The buildspec of an S3 source is in the source, not in the current directory.
+            let named = local
+                .buildspec
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("buildspec.yml"));
+            if named.is_relative() {
+                local.buildspec = Some(dir.path().join(named));
+            }
+            local.artifacts = local.artifacts.or_else(|| Some(here.join("artifacts")));
+            local.cache_dir = local.cache_dir.or_else(|| Some(here.join("cache")));
+            local.log_dir = local.log_dir.or_else(|| Some(here.join("logs")));
+            let source_url = format!("s3://{}/{}", url.bucket, url.prefix);
+            (
+                Arc::new(local),
+                Some(connected),
+                Some(dir),
+                Some(source_url),
+            )
+        }
+    };
+    let mut request = match prepare(&args, build_id) {
         Ok(request) => request,
         Err(message) => {
             eprintln!("{message}");
@@ -48,7 +93,8 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
         }
     };
     let maskers = Maskers::default();
-    let credentials = match aws_setup::provision(&args, &mut request, &maskers).await {
+    request.source_url = source_url;
+    let credentials = match aws_setup::provision(&args, &mut request, &maskers, connected).await {
         Ok(endpoint) => endpoint,
         Err(message) => {
             eprintln!("error: {message}");
@@ -73,7 +119,10 @@ async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, masker
     let args = Arc::clone(args);
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx));
-    let logs = request.source_dir.join(".agent/logs");
+    let logs = args
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| request.source_dir.join(".agent/logs"));
     let (summary, log_path) = match request.buildspec.batch.clone() {
         Some(spec) => {
             let dir = logs.join(&request.build_id);
@@ -306,7 +355,7 @@ fn load_buildspec(path: &Path, display: &str) -> Result<Buildspec, String> {
 }
 
 /// Turns the flags into a build request, or a message saying what is wrong.
-fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
+fn prepare(args: &RunLocalArgs, build_id: String) -> Result<BuildRequest, String> {
     let source_dir = args
         .source
         .canonicalize()
@@ -357,7 +406,7 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         .clone()
         .unwrap_or_else(|| source_dir.join(".agent/cache"));
     Ok(BuildRequest {
-        build_id: format!("local:{}", uuid::Uuid::new_v4()),
+        build_id,
         buildspec: spec,
         buildspec_path: display,
         source_dir,
@@ -372,6 +421,7 @@ fn prepare(args: &RunLocalArgs) -> Result<BuildRequest, String> {
         logs_s3: None,
         cache_dir: Some(cache_dir),
         cache_s3: None,
+        source_url: None,
         initiator: std::env::var("USER").unwrap_or_else(|_| "local".to_string()),
     })
 }

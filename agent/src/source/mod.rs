@@ -1,3 +1,5 @@
 //! Getting and describing a build's source.
 
 pub mod git;
+pub mod s3;
+pub mod unpack;
