@@ -500,3 +500,66 @@ fn sources_come_from_s3_zips_and_prefixes() {
     assert!(err.contains("outside the destination"), "{err}");
     assert!(!std::env::temp_dir().join("escaped.txt").exists());
 }
+
+fn run_through(project: &Project, endpoint: &str, args: &[&str]) -> common::Run {
+    let summary = project.path().join(".summary.json");
+    let output = agent()
+        .args(["run-local", "--executor", "host", "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(project.path())
+        .args(args)
+        .envs(aws_env())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .output()
+        .unwrap();
+    finish(output, &summary)
+}
+
+#[test]
+fn uploads_survive_resets_and_server_errors() {
+    let bucket = make_bucket();
+    let proxy = common::faulty_proxy(common::moto(), common::Faults::EveryThird);
+    let p = Project::new(ARTIFACT_SPEC);
+    for packaging in ["none", "zip"] {
+        let url = format!("s3://{bucket}/{packaging}");
+        let run = run_through(
+            &p,
+            &proxy,
+            &["--artifacts", &url, "--artifacts-packaging", packaging],
+        );
+        assert_eq!(run.code, 0, "{packaging}: {}{}", run.stdout, run.stderr);
+        // Each build writes a new big.bin: compare with this build's.
+        let local = std::fs::read(p.path().join("out/big.bin")).unwrap();
+        let read = if packaging == "zip" {
+            format!(
+                "zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket='{bucket}', Key='zip/app-1.0')['Body'].read())).read('big.bin')"
+            )
+        } else {
+            format!("s3.get_object(Bucket='{bucket}', Key='none/app-1.0/big.bin')['Body'].read()")
+        };
+        let digest = boto3(&format!(
+            "import hashlib, io, zipfile\ns3 = boto3.client('s3', **kw)\nprint(hashlib.sha256({read}).hexdigest())"
+        ));
+        assert_eq!(digest, sha256_hex(&local), "{packaging}");
+    }
+}
+
+#[test]
+fn an_upload_that_cannot_succeed_fails_clearly_and_leaves_nothing() {
+    let bucket = make_bucket();
+    let proxy = common::faulty_proxy(common::moto(), common::Faults::All);
+    let p = Project::new(ARTIFACT_SPEC);
+    let url = format!("s3://{bucket}/broken");
+    let run = run_through(&p, &proxy, &["--artifacts", &url]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.phase_status("UPLOAD_ARTIFACTS").as_deref(),
+        Some("FAILED")
+    );
+    let message = run.phase("UPLOAD_ARTIFACTS").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("S3 upload of"), "{message}");
+    assert!(list(&bucket).is_empty(), "{:?}", list(&bucket));
+}

@@ -183,26 +183,66 @@ async fn put_object(
     progress: &Progress,
 ) -> Result<(), S3Error> {
     let len = body.len() as u64;
-    let mut request = client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(body))
-        .checksum_algorithm(ChecksumAlgorithm::Sha256);
-    for (k, v) in &options.metadata {
-        request = request.metadata(k, v);
-    }
-    if let Some(kms) = &options.kms_key_id {
-        request = request
-            .server_side_encryption(ServerSideEncryption::AwsKms)
-            .ssekms_key_id(kms);
-    }
-    request
-        .send()
-        .await
-        .map_err(|e| failed(bucket, key, error_text(&e)))?;
+    let body = bytes::Bytes::from(body);
+    with_transport_retries(bucket, key, || {
+        let mut request = client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.clone()))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256);
+        for (k, v) in &options.metadata {
+            request = request.metadata(k, v);
+        }
+        if let Some(kms) = &options.kms_key_id {
+            request = request
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms);
+        }
+        async move { request.send().await.map(|_| ()) }
+    })
+    .await?;
     progress.add(len);
     Ok(())
+}
+
+/// The SDK retries what S3 answers with 5xx and most connection failures; a response cut
+/// off in the middle it does not. Those are tried again here, a few times, with backoff.
+async fn with_transport_retries<T, E, F, Fut>(
+    bucket: &str,
+    key: &str,
+    mut attempt: F,
+) -> Result<T, S3Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+            Output = Result<
+                T,
+                aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+            >,
+        >,
+    E: std::error::Error + 'static,
+{
+    const ATTEMPTS: u32 = 4;
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                let transport = matches!(
+                    error,
+                    aws_sdk_s3::error::SdkError::ResponseError(_)
+                        | aws_sdk_s3::error::SdkError::DispatchFailure(_)
+                        | aws_sdk_s3::error::SdkError::TimeoutError(_)
+                );
+                if !transport || tried >= ATTEMPTS {
+                    return Err(failed(bucket, key, error_text(&error)));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200 << tried)).await;
+            }
+        }
+    }
 }
 
 /// A multipart upload of the parts `parts` yields, several in flight at once. On any
@@ -253,17 +293,19 @@ pub async fn multipart(
             );
             running.spawn(async move {
                 let len = body.len() as u64;
-                let output = client
-                    .upload_part()
-                    .bucket(&bucket_owned)
-                    .key(&key_owned)
-                    .upload_id(&id)
-                    .part_number(number)
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                    .body(ByteStream::from(body))
-                    .send()
-                    .await
-                    .map_err(|e| failed(&bucket_owned, &key_owned, error_text(&e)))?;
+                let body = bytes::Bytes::from(body);
+                let output = with_transport_retries(&bucket_owned, &key_owned, || {
+                    client
+                        .upload_part()
+                        .bucket(&bucket_owned)
+                        .key(&key_owned)
+                        .upload_id(&id)
+                        .part_number(number)
+                        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                        .body(ByteStream::from(body.clone()))
+                        .send()
+                })
+                .await?;
                 progress.add(len);
                 Ok(CompletedPart::builder()
                     .part_number(number)

@@ -174,8 +174,11 @@ fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let custom = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
         .iter()
         .any(|name| std::env::var_os(name).is_some());
+    // Uploads ride out resets and 5xx answers: more attempts than the SDK's default three.
+    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(6);
     let s3_config = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(custom)
+        .retry_config(retry)
         .build();
     aws_sdk_s3::Client::from_conf(s3_config)
 }
