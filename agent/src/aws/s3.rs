@@ -14,13 +14,15 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// S3's smallest part (but the last); large enough to keep the request count low.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts or files in flight at once.
-pub const CONCURRENCY: usize = 8;
+/// Parts of one large file in flight at once.
+pub const CONCURRENCY: usize = 6;
+/// Small files in flight at once: each is one short request, so more of them overlap.
+pub const FILE_CONCURRENCY: usize = 32;
 
 /// `s3://bucket/prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,26 +360,32 @@ pub async fn upload_files(
     options: &PutOptions,
     progress: &Progress,
 ) -> Result<(), S3Error> {
-    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    // Only `FILE_CONCURRENCY` uploads exist at a time: ten thousand pending request futures
+    // would cost more memory than the files themselves.
+    let mut pending = files.into_iter();
     let mut running = JoinSet::new();
-    for (path, key) in files {
-        let (client, bucket, options, progress, limit) = (
-            client.clone(),
-            bucket.to_string(),
-            options.clone(),
-            progress.clone(),
-            Arc::clone(&limit),
-        );
-        running.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            upload_file(&client, &bucket, &key, &path, &options, &progress)
-                .await
-                .map(|()| key)
-        });
-    }
     let mut written = Vec::new();
     let mut first_error = None;
-    while let Some(joined) = running.join_next().await {
+    loop {
+        while first_error.is_none() && running.len() < FILE_CONCURRENCY {
+            let Some((path, key)) = pending.next() else {
+                break;
+            };
+            let (client, bucket, options, progress) = (
+                client.clone(),
+                bucket.to_string(),
+                options.clone(),
+                progress.clone(),
+            );
+            running.spawn(async move {
+                upload_file(&client, &bucket, &key, &path, &options, &progress)
+                    .await
+                    .map(|()| key)
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
         match joined {
             Ok(Ok(key)) => written.push(key),
             Ok(Err(e)) => {

@@ -549,6 +549,22 @@ impl<'a, E: Executor> Build<'a, E> {
             .map(|f| (f.source.clone(), f.relative.clone()))
             .collect();
         let relative: Vec<String> = files.iter().map(|(_, r)| r.clone()).collect();
+        // Long uploads show their progress every few seconds.
+        let ticker = {
+            let (log, progress, id) =
+                (self.log.clone(), progress.clone(), block.identifier.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    log.agent(&format!(
+                        "Uploading artifact {id}: {}",
+                        progress.describe(started)
+                    ));
+                }
+            })
+        };
         let uploaded = if s3.zip {
             crate::aws::s3::upload_zip(
                 &s3.client,
@@ -568,6 +584,7 @@ impl<'a, E: Executor> Build<'a, E> {
             crate::aws::s3::upload_files(&s3.client, &s3.url.bucket, keyed, &s3.put, &progress)
                 .await
         };
+        ticker.abort();
         uploaded.map_err(|e| format!("CLIENT_ERROR: {}", self.log.mask(&e.to_string())))?;
         self.log.agent(&format!(
             "Uploaded {} files of artifact {} to {location} ({})",

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Uploads to the same local S3 server (moto_server), side by side:
+#   1 GiB as one file:       the agent (artifacts) vs `aws s3 cp`
+#   10,000 files of 10 KiB:  the agent (artifacts) vs `aws s3 sync`
+# plus the agent's peak RSS. Usage: tests/bench/s3-upload.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build -q --release -p agent
+AGENT="$CARGO_TARGET_DIR/release/agent"
+command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
+venv=/var/tmp/agent-bench-venv
+[ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+moto=$!
+trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null; rm -rf "$work"' EXIT
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+aws() { "$venv/bin/aws" --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }
+aws s3 mb s3://bench >/dev/null
+
+mkdir -p "$work/big/data" "$work/small/data"
+head -c 1073741824 /dev/urandom > "$work/big/data/one.bin"
+python3 - "$work/small/data" <<'PY'
+import os, sys
+for i in range(10000):
+    with open(os.path.join(sys.argv[1], f"f{i:05}.bin"), "wb") as f:
+        f.write(os.urandom(10240))
+PY
+for d in big small; do
+  printf 'version: 0.2\nphases:\n  build:\n    commands:\n      - "true"\nartifacts:\n  files:\n    - "data/**/*"\n' > "$work/$d/buildspec.yml"
+done
+
+now_ms() { date +%s%3N; }
+agent_upload() { # DIR PREFIX -> ms of UPLOAD_ARTIFACTS, RSS in KB on stdout
+  /usr/bin/time -f '%M' -o "$work/rss" "$AGENT" run-local --quiet --executor host -s "$1" \
+    --artifacts "s3://bench/$2" --summary "$work/summary.json" >/dev/null 2>&1
+  python3 -c "import json; s=json.load(open('$work/summary.json')); print([p['duration_ms'] for p in s['phases'] if p['phase']=='UPLOAD_ARTIFACTS'][0])"
+}
+
+big_agent=$(agent_upload "$work/big" agent-big); big_rss=$(tail -1 "$work/rss")
+start=$(now_ms); aws s3 cp --quiet "$work/big/data/one.bin" s3://bench/cli-big/one.bin; big_cli=$(( $(now_ms) - start ))
+small_agent=$(agent_upload "$work/small" agent-small); small_rss=$(tail -1 "$work/rss")
+start=$(now_ms); aws s3 sync --quiet "$work/small/data" s3://bench/cli-small/; small_cli=$(( $(now_ms) - start ))
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo "local S3: moto_server $(python3 -c 'import moto; print(moto.__version__)') on 127.0.0.1 ($(nproc) cores)"
+printf '%-28s %10s %10s %8s %s\n' "upload" "aws cli" "agent" "speedup" "agent peak RSS"
+printf '%-28s %7s ms %7s ms %7sx %s MB\n' "1 GiB, one file" "$big_cli" "$big_agent" "$(ratio "$big_cli" "$big_agent")" "$((big_rss / 1024))"
+printf '%-28s %7s ms %7s ms %7sx %s MB\n' "10,000 files of 10 KiB" "$small_cli" "$small_agent" "$(ratio "$small_cli" "$small_agent")" "$((small_rss / 1024))"
+echo "targets: agent >= 2x faster on both, peak RSS < 128 MB"
