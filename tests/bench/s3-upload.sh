@@ -2,7 +2,9 @@
 # Uploads to the same local S3 server (moto_server), side by side:
 #   1 GiB as one file:       the agent (artifacts) vs `aws s3 cp`
 #   10,000 files of 10 KiB:  the agent (artifacts) vs `aws s3 sync`
-# plus the agent's peak RSS. Usage: tests/bench/s3-upload.sh
+# plus the agent's peak RSS. Usage: tests/bench/s3-upload.sh [moto|s3s-fs]
+# moto_server is a Python server and caps throughput; s3s-fs (`cargo install s3s-fs@0.14.1
+# --features binary`, a Rust S3 server over a directory) does not.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -14,10 +16,17 @@ venv=/var/tmp/agent-bench-venv
 [ -x "$venv/bin/aws" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli; }
 
 work=$(mktemp -d)
+SERVER=${1:-moto}
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
-moto=$!
-trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null; rm -rf "$work"' EXIT
+case "$SERVER" in
+  moto) moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 & server_name="moto_server $(python3 -c 'import moto; print(moto.__version__)')" ;;
+  s3s-fs) mkdir -p "$work/store"
+    s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench "$work/store" >/dev/null 2>&1 &
+    server_name="s3s-fs" ;;
+  *) echo "unknown server $SERVER" >&2; exit 2 ;;
+esac
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 aws() { "$venv/bin/aws" --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }
@@ -48,7 +57,7 @@ small_agent=$(agent_upload "$work/small" agent-small); small_rss=$(tail -1 "$wor
 start=$(now_ms); aws s3 sync --quiet "$work/small/data" s3://bench/cli-small/; small_cli=$(( $(now_ms) - start ))
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-echo "local S3: moto_server $(python3 -c 'import moto; print(moto.__version__)') on 127.0.0.1 ($(nproc) cores)"
+echo "local S3: $server_name on 127.0.0.1 ($(nproc) cores)"
 printf '%-28s %10s %10s %8s %s\n' "upload" "aws cli" "agent" "speedup" "agent peak RSS"
 printf '%-28s %7s ms %7s ms %7sx %s MB\n' "1 GiB, one file" "$big_cli" "$big_agent" "$(ratio "$big_cli" "$big_agent")" "$((big_rss / 1024))"
 printf '%-28s %7s ms %7s ms %7sx %s MB\n' "10,000 files of 10 KiB" "$small_cli" "$small_agent" "$(ratio "$small_cli" "$small_agent")" "$((small_rss / 1024))"

@@ -1,6 +1,6 @@
 //! Uploads to S3: single objects, multipart uploads with parallel parts for large files,
 //! bounded concurrency for many small ones, and zip archives streamed while they are
-//! written. Every part carries a SHA-256 checksum that S3 verifies; the SDK retries with
+//! written. Every part carries a CRC32C checksum that S3 verifies; the SDK retries with
 //! backoff; a multipart upload that fails is aborted, so no partial object appears.
 
 use std::io::Write;
@@ -192,7 +192,7 @@ async fn put_object(
             .bucket(bucket)
             .key(key)
             .body(ByteStream::from(body.clone()))
-            .checksum_algorithm(ChecksumAlgorithm::Sha256);
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
         for (k, v) in &options.metadata {
             request = request.metadata(k, v);
         }
@@ -261,7 +261,7 @@ pub async fn multipart(
         .create_multipart_upload()
         .bucket(bucket)
         .key(key)
-        .checksum_algorithm(ChecksumAlgorithm::Sha256);
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C);
     for (k, v) in &options.metadata {
         create = create.metadata(k, v);
     }
@@ -303,7 +303,7 @@ pub async fn multipart(
                         .key(&key_owned)
                         .upload_id(&id)
                         .part_number(number)
-                        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                         .body(ByteStream::from(body.clone()))
                         .send()
                 })
@@ -312,7 +312,7 @@ pub async fn multipart(
                 Ok(CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(output.e_tag)
-                    .set_checksum_sha256(output.checksum_sha256)
+                    .set_checksum_crc32_c(output.checksum_crc32_c)
                     .build())
             });
         }
