@@ -105,7 +105,8 @@ async fn base_credentials(config: &SdkConfig) -> Result<Credentials, AwsError> {
         .map_err(|e| AwsError::NoCredentials(error_text(&e)))
 }
 
-fn error_text(error: &dyn std::error::Error) -> String {
+/// An error with its chain of causes, for messages that must say why.
+pub(crate) fn error_text(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -210,7 +210,7 @@ impl RoleProvider {
             }
             "" => RoleError::Other {
                 role,
-                message: format!("STS could not be reached: {}", error_chain(&error)),
+                message: format!("STS could not be reached: {}", super::error_text(&error)),
             },
             _ => RoleError::Other {
                 role,
@@ -218,16 +218,6 @@ impl RoleProvider {
             },
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(e) = source {
-        parts.push(e.to_string());
-        source = e.source();
-    }
-    parts.join(": ")
 }
 
 /// Re-assume when less than max(15 min, a quarter of the session) is left (aws-spec §5.6).

@@ -17,6 +17,8 @@ use aws_sdk_s3::types::{
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::error_text;
+
 /// S3's smallest part (but the last); large enough to keep the request count low.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one large file in flight at once.
@@ -113,17 +115,6 @@ fn failed(bucket: &str, key: &str, error: impl std::fmt::Display) -> S3Error {
         key: key.to_string(),
         message: error.to_string(),
     }
-}
-
-fn error_text<E: std::error::Error>(error: &E) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// Uploads one file: a single PUT when small, a multipart upload when large.
