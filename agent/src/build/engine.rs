@@ -360,6 +360,15 @@ impl<'a, E: Executor> Build<'a, E> {
         }
     }
 
+    /// The buildspec's top-level `run-as`: whom expansions and exported variables run as.
+    fn global_user(&self) -> Option<String> {
+        self.request
+            .buildspec
+            .run_as
+            .as_ref()
+            .map(|u| u.value.clone())
+    }
+
     /// `env.exported-variables`, read from the build shell once the command phases end.
     async fn exported_variables(&mut self) -> BTreeMap<String, String> {
         let names = &self.request.buildspec.env.exported_variables;
@@ -367,12 +376,7 @@ impl<'a, E: Executor> Build<'a, E> {
         if names.is_empty() {
             return out;
         }
-        let user = self
-            .request
-            .buildspec
-            .run_as
-            .as_ref()
-            .map(|u| u.value.clone());
+        let user = self.global_user();
         let log = self.log.clone();
         let Ok(shell) = self.shell_for(&user).await else {
             return out;
@@ -422,12 +426,7 @@ impl<'a, E: Executor> Build<'a, E> {
         if !text.contains(['$', '`']) {
             return Ok(text.to_string());
         }
-        let user = self
-            .request
-            .buildspec
-            .run_as
-            .as_ref()
-            .map(|u| u.value.clone());
+        let user = self.global_user();
         let log = self.log.clone();
         let shell = self.shell_for(&user).await?;
         shell
