@@ -8,6 +8,11 @@ mod common;
 use common::{Project, agent, aws_env, boto3, finish};
 
 fn run(project: &Project, args: &[&str]) -> common::Run {
+    run_through(project, common::moto(), args)
+}
+
+/// run-local on the host with AWS calls sent to `endpoint` (moto, or a proxy in front of it).
+fn run_through(project: &Project, endpoint: &str, args: &[&str]) -> common::Run {
     let summary = project.path().join(".summary.json");
     let output = agent()
         .args(["run-local", "--executor", "host", "--summary"])
@@ -16,6 +21,7 @@ fn run(project: &Project, args: &[&str]) -> common::Run {
         .arg(project.path())
         .args(args)
         .envs(aws_env())
+        .env("AWS_ENDPOINT_URL", endpoint)
         .output()
         .unwrap();
     finish(output, &summary)
@@ -499,21 +505,6 @@ fn sources_come_from_s3_zips_and_prefixes() {
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("outside the destination"), "{err}");
     assert!(!std::env::temp_dir().join("escaped.txt").exists());
-}
-
-fn run_through(project: &Project, endpoint: &str, args: &[&str]) -> common::Run {
-    let summary = project.path().join(".summary.json");
-    let output = agent()
-        .args(["run-local", "--executor", "host", "--summary"])
-        .arg(&summary)
-        .arg("--source")
-        .arg(project.path())
-        .args(args)
-        .envs(aws_env())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .output()
-        .unwrap();
-    finish(output, &summary)
 }
 
 #[test]
