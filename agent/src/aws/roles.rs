@@ -147,11 +147,6 @@ impl RoleProvider {
         Ok(fresh)
     }
 
-    /// Forgets the cached credentials, so the next use assumes the role again.
-    pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
-    }
-
     async fn assume(&self) -> Result<Credentials, RoleError> {
         let tags: Vec<Tag> = self
             .options
@@ -293,10 +288,6 @@ impl Assumed {
 
     pub async fn credentials(&self) -> Result<Credentials, RoleError> {
         self.last.credentials().await
-    }
-
-    pub async fn force_refresh(&self) {
-        self.last.invalidate().await;
     }
 
     pub fn provider(&self) -> SharedCredentialsProvider {

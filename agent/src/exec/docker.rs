@@ -142,10 +142,6 @@ impl DockerExecutor {
         Ok(executor)
     }
 
-    pub fn container_id(&self) -> &str {
-        &self.container
-    }
-
     async fn exec_detached(&self, argv: &[&str]) -> Result<(), ExecError> {
         let exec = self
             .docker

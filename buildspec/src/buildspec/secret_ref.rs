@@ -13,15 +13,6 @@ pub struct SecretRef {
 }
 
 impl SecretRef {
-    /// The stage to fetch: the one given, else `AWSCURRENT` unless a version id is given.
-    pub fn effective_stage(&self) -> Option<&str> {
-        match (&self.version_stage, &self.version_id) {
-            (Some(stage), _) => Some(stage),
-            (None, Some(_)) => None,
-            (None, None) => Some("AWSCURRENT"),
-        }
-    }
-
     /// Parses a reference. An `arn:` reference keeps its first seven colon-separated fields
     /// (`arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME`) as the secret id.
     pub fn parse(text: &str) -> Result<SecretRef, String> {
@@ -115,15 +106,6 @@ mod tests {
         );
         let cn = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:x";
         assert_eq!(SecretRef::parse(cn), Ok(r(cn, None, None, None)));
-    }
-
-    #[test]
-    fn effective_stage_defaults_to_awscurrent() {
-        assert_eq!(
-            r("a", None, None, None).effective_stage(),
-            Some("AWSCURRENT")
-        );
-        assert_eq!(r("a", None, None, Some("v")).effective_stage(), None);
     }
 
     #[test]
