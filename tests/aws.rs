@@ -510,7 +510,7 @@ fn sources_come_from_s3_zips_and_prefixes() {
 #[test]
 fn uploads_survive_resets_and_server_errors() {
     let bucket = make_bucket();
-    let proxy = common::faulty_proxy(common::moto(), common::Faults::EveryThird);
+    let proxy = common::faulty_proxy(common::moto(), common::Faults::ResetThen500);
     let p = Project::new(ARTIFACT_SPEC);
     for packaging in ["none", "zip"] {
         let url = format!("s3://{bucket}/{packaging}");

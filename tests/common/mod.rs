@@ -2,6 +2,10 @@
 
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod fault_proxy;
+
+pub use fault_proxy::{Faults, faulty_proxy};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -290,66 +294,4 @@ pub fn boto3(script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// How the fault-injecting proxy treats connections.
-#[derive(Debug, Clone, Copy)]
-pub enum Faults {
-    /// Of every three connections: one reset at once, one answered 500, one served.
-    EveryThird,
-    /// Every connection answered 500.
-    All,
-}
-
-/// A TCP proxy on loopback in front of `target` that injects faults; returns its URL.
-/// Its threads end with the test process.
-pub fn faulty_proxy(target: &str, faults: Faults) -> String {
-    use std::io::{Read, Write};
-    let target = target.trim_start_matches("http://").to_string();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().enumerate() {
-            let Ok(mut client) = stream else { continue };
-            let fault = match faults {
-                Faults::All => 2,
-                Faults::EveryThird => n % 3,
-            };
-            match fault {
-                1 => {
-                    // A reset: close at once, unread data makes the kernel send RST.
-                    let mut byte = [0u8; 1];
-                    let _ = client.read(&mut byte);
-                    drop(client);
-                }
-                2 => {
-                    let mut head = [0u8; 4096];
-                    let _ = client.read(&mut head);
-                    let body = "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>";
-                    let answer = format!(
-                        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = client.write_all(answer.as_bytes());
-                }
-                _ => {
-                    let Ok(server) = std::net::TcpStream::connect(&target) else {
-                        continue;
-                    };
-                    let (mut c2, mut s2) =
-                        (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    let (mut c1, mut s1) = (client, server);
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut c1, &mut s1);
-                        let _ = s1.shutdown(std::net::Shutdown::Write);
-                    });
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut s2, &mut c2);
-                        let _ = c2.shutdown(std::net::Shutdown::Write);
-                    });
-                }
-            }
-        }
-    });
-    url
 }

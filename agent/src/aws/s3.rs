@@ -519,6 +519,22 @@ impl Write for PartWriter {
     }
 }
 
+/// An S3 client; path-style addressing when an endpoint override points elsewhere than AWS
+/// (S3-compatible servers rarely serve bucket subdomains).
+pub fn client(config: &aws_config::SdkConfig) -> Client {
+    let custom = config.endpoint_url().is_some()
+        || ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+    // Uploads ride out resets and 5xx answers: more attempts than the SDK's default three.
+    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(6);
+    let s3_config = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(custom)
+        .retry_config(retry)
+        .build();
+    Client::from_conf(s3_config)
+}
+
 /// Downloads an object to `dest`, streaming: the body is never held whole in memory.
 pub async fn download(
     client: &Client,

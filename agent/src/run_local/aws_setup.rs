@@ -80,14 +80,14 @@ pub async fn provision(
     );
     request.resolved = resolved;
     if let Some(url) = s3_cache {
-        request.cache_s3 = Some((s3_client(&connected.config), url));
+        request.cache_s3 = Some((crate::aws::s3::client(&connected.config), url));
     }
     if let Some(url) = s3_logs {
-        request.logs_s3 = Some((s3_client(&connected.config), url));
+        request.logs_s3 = Some((crate::aws::s3::client(&connected.config), url));
     }
     if let Some(url) = s3_artifacts {
         request.artifacts_s3 = Some(S3Artifacts {
-            client: s3_client(&connected.config),
+            client: crate::aws::s3::client(&connected.config),
             url,
             zip: args.artifacts_packaging == Packaging::Zip,
             build_id_namespace: args.artifacts_namespace == Namespace::BuildId,
@@ -158,7 +158,9 @@ pub async fn fetch_source(
         .tempdir()
         .map_err(|e| format!("cannot make a directory for the source: {e}"))?;
     let started = std::time::Instant::now();
-    let count = crate::source::s3::fetch(&s3_client(&connected.config), url, dir.path()).await?;
+    let count =
+        crate::source::s3::fetch(&crate::aws::s3::client(&connected.config), url, dir.path())
+            .await?;
     eprintln!(
         "Fetched {count} files of s3://{}/{} in {:.1} s",
         url.bucket,
@@ -166,21 +168,6 @@ pub async fn fetch_source(
         started.elapsed().as_secs_f64()
     );
     Ok(dir)
-}
-
-/// An S3 client; path-style addressing when an endpoint override points elsewhere than AWS
-/// (S3-compatible servers rarely serve bucket subdomains).
-fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let custom = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    // Uploads ride out resets and 5xx answers: more attempts than the SDK's default three.
-    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(6);
-    let s3_config = aws_sdk_s3::config::Builder::from(config)
-        .force_path_style(custom)
-        .retry_config(retry)
-        .build();
-    aws_sdk_s3::Client::from_conf(s3_config)
 }
 
 /// The summary of a build that could not be provisioned.
