@@ -45,6 +45,14 @@ enum Command {
     /// bad input (nothing ran), 3 when the agent could not run it (no Docker, no image).
     #[command(name = "run-local")]
     RunLocal(Box<crate::run_local::RunLocalArgs>),
+    /// Deploy a revision to this host, running its appspec's lifecycle hooks as the
+    /// CodeDeploy agent would.
+    ///
+    /// Exits 0 when the deployment succeeded, 1 when it failed (even if the rollback
+    /// succeeded), 2 on bad input (nothing on the host changed), 3 when the agent could not
+    /// run it.
+    #[command(name = "deploy-local")]
+    DeployLocal(Box<crate::deploy_local::DeployLocalArgs>),
     /// Print the agent's version.
     Version,
 }
@@ -81,6 +89,7 @@ pub fn run() -> ExitCode {
             color,
         } => validate::run(&files, kind, format, color.enabled()),
         Command::RunLocal(args) => crate::run_local::run(*args),
+        Command::DeployLocal(args) => crate::deploy_local::run(*args),
         Command::Version => {
             println!("agent {}", env!("CARGO_PKG_VERSION"));
             exit::SUCCESS

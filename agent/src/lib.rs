@@ -3,6 +3,8 @@
 pub mod aws;
 pub mod build;
 pub mod cli;
+pub mod deploy;
+pub mod deploy_local;
 pub mod exec;
 pub mod exit;
 pub mod logs;
