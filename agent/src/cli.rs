@@ -53,8 +53,76 @@ enum Command {
     /// run it.
     #[command(name = "deploy-local")]
     DeployLocal(Box<crate::deploy_local::DeployLocalArgs>),
+    /// Run as a daemon: take jobs from the config's sources and run them.
+    ///
+    /// SIGTERM drains (no new jobs; running ones finish within `agent.drain_timeout`, then
+    /// stop and go back to their source); a second SIGTERM or SIGQUIT stops them at once;
+    /// SIGHUP reloads the config.
+    Daemon {
+        /// The config file.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            default_value = "/etc/agent/agent.toml"
+        )]
+        config: PathBuf,
+        /// `plain` lines (for journald) or one JSON object per line (for log shippers).
+        #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+        log_format: LogFormat,
+    },
+    /// Work with the daemon's config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Show what a running daemon is doing (from its `/status.json`).
+    Status {
+        /// The daemon's metrics address, `host:port`; default: read from the config.
+        #[arg(long, value_name = "ADDRESS")]
+        address: Option<String>,
+        /// The config file to read the address from.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            default_value = "/etc/agent/agent.toml"
+        )]
+        config: PathBuf,
+        /// Print the JSON as the daemon serves it.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the agent's version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a config file: every problem with file:line:column and a hint.
+    ///
+    /// Exits 0 when it is valid, 2 when it is not.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file, or of JobSpec messages.
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::Config)]
+        kind: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchemaKind {
+    Config,
+    Jobspec,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -80,7 +148,11 @@ impl Color {
 /// Parses the command line and runs the command; the exit code follows DESIGN.md.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    match &cli.command {
+        // A service logs its progress; journald or a log shipper reads it.
+        Command::Daemon { log_format, .. } => init_tracing("info", *log_format == LogFormat::Json),
+        _ => init_tracing("warn", false),
+    }
     let status = match cli.command {
         Command::Validate {
             files,
@@ -90,6 +162,33 @@ pub fn run() -> ExitCode {
         } => validate::run(&files, kind, format, color.enabled()),
         Command::RunLocal(args) => crate::run_local::run(*args),
         Command::DeployLocal(args) => crate::deploy_local::run(*args),
+        Command::Daemon { config, .. } => crate::daemon::run(&config),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match agent_config::load(&file) {
+            Ok(_) => {
+                println!("{}: valid", file.display());
+                exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                exit::BAD_INPUT
+            }
+        },
+        Command::Config {
+            command: ConfigCommand::Schema { kind },
+        } => {
+            match kind {
+                SchemaKind::Config => println!("{}", agent_config::config_schema()),
+                SchemaKind::Jobspec => println!("{}", agent_config::jobspec_schema()),
+            }
+            exit::SUCCESS
+        }
+        Command::Status {
+            address,
+            config,
+            json,
+        } => crate::daemon::status(address, &config, json),
         Command::Version => {
             println!("agent {}", env!("CARGO_PKG_VERSION"));
             exit::SUCCESS
@@ -99,12 +198,19 @@ pub fn run() -> ExitCode {
 }
 
 /// The agent's own diagnostics (not build output) go to standard error, filtered by
-/// `AGENT_LOG` (e.g. `AGENT_LOG=debug`, `AGENT_LOG=agent::exec=trace`); warnings by default.
-fn init_tracing() {
+/// `AGENT_LOG` (e.g. `AGENT_LOG=debug`, `AGENT_LOG=agent::exec=trace`).
+fn init_tracing(default_level: &str, json: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod codepipeline_fake;
 pub mod fault_proxy;
 
 pub use fault_proxy::{Faults, faulty_proxy};

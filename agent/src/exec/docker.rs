@@ -480,6 +480,13 @@ async fn pull_image(docker: &Docker, image: &str, log: &Log) -> Result<(), ExecE
 
 /// This agent's name on labels: the host name, so a janitor knows its own containers.
 pub fn instance_name() -> String {
+    // The daemon names itself in its config and tells the builds it starts.
+    if let Some(name) = std::env::var("AGENT_INSTANCE")
+        .ok()
+        .filter(|n| !n.is_empty())
+    {
+        return name;
+    }
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -208,19 +208,21 @@ impl Executor for HostExecutor {
 /// The agent's own AWS credentials never reach a build through the environment: a build
 /// gets credentials only when asked for (a role or a profile), from the agent's endpoint.
 fn is_agent_credential(name: &str) -> bool {
-    matches!(
-        name,
-        "AWS_ACCESS_KEY_ID"
-            | "AWS_SECRET_ACCESS_KEY"
-            | "AWS_SESSION_TOKEN"
-            | "AWS_SECURITY_TOKEN"
-            | "AWS_CONTAINER_CREDENTIALS_FULL_URI"
-            | "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
-            | "AWS_CONTAINER_AUTHORIZATION_TOKEN"
-            | "AWS_WEB_IDENTITY_TOKEN_FILE"
-            | "AWS_ROLE_ARN"
-    )
+    AGENT_CREDENTIALS.contains(&name)
 }
+
+/// The variables through which the agent's own AWS credentials would reach a process.
+pub const AGENT_CREDENTIALS: [&str; 9] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+];
 
 /// A shell killed by a signal reports 128 + the signal, as shells do.
 fn exit_code(status: std::process::ExitStatus) -> i64 {

@@ -139,6 +139,34 @@ pub struct RunLocalArgs {
     /// Log lines as JSON objects on standard output.
     #[arg(long = "json-logs")]
     pub json_logs: bool,
+    /// The build id (default `local:<uuid>`); the daemon names a job's build after the job.
+    #[arg(long = "build-id", value_name = "ID", hide = true)]
+    pub build_id: Option<String>,
+    /// The daemon's channel: a first line of JSON `{"env": {…}, "secrets": {…}}` on standard
+    /// input (values that must not be in argv), and the end of standard input as a stop.
+    #[arg(long = "control-stdin", hide = true)]
+    pub control_stdin: bool,
+}
+
+/// What the daemon hands a build on standard input.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+impl Control {
+    /// Reads the first line of standard input.
+    pub fn read() -> Result<Control, String> {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("--control-stdin: {e}"))?;
+        serde_json::from_str(&line).map_err(|e| format!("--control-stdin: {e}"))
+    }
 }
 
 impl RunLocalArgs {

@@ -6,7 +6,7 @@ mod aws_setup;
 mod batch;
 mod output;
 
-pub use args::RunLocalArgs;
+pub use args::{RunLocalArgs, parse_timeout};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,11 +36,36 @@ pub fn run(args: RunLocalArgs) -> u8 {
             return exit::CANNOT_RUN;
         }
     };
-    runtime.block_on(run_async(Arc::new(args)))
+    let status = runtime.block_on(run_async(Arc::new(args)));
+    // A read of standard input (`--control-stdin`) may still be blocked on a thread that
+    // cannot be interrupted; the process is done, so do not wait for it.
+    runtime.shutdown_background();
+    status
 }
 
 async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
-    let build_id = format!("local:{}", uuid::Uuid::new_v4());
+    let args = if args.control_stdin {
+        match args::Control::read() {
+            Ok(control) => {
+                let mut with = (*args).clone();
+                with.env
+                    .extend(control.env.iter().map(|(k, v)| format!("{k}={v}")));
+                with.secret
+                    .extend(control.secrets.iter().map(|(k, v)| format!("{k}={v}")));
+                Arc::new(with)
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                return exit::BAD_INPUT;
+            }
+        }
+    } else {
+        args
+    };
+    let build_id = args
+        .build_id
+        .clone()
+        .unwrap_or_else(|| format!("local:{}", uuid::Uuid::new_v4()));
     // An S3 source is fetched first: the buildspec is in it.
     let (args, connected, _source_dir, source_url) = match args.source_s3() {
         None => (args, None, None, None),
@@ -118,6 +143,9 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
 async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, maskers: &Maskers) -> u8 {
     let args = Arc::clone(args);
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+    let stdin_eof = args
+        .control_stdin
+        .then(|| tokio::spawn(watch_stdin_eof(stop_tx.clone())));
     let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx));
     let logs = args
         .log_dir
@@ -150,6 +178,9 @@ async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, masker
         }
     };
     ctrl_c.abort();
+    if let Some(task) = stdin_eof {
+        task.abort();
+    }
     if !args.json_logs {
         output::print_summary(&summary, &log_path, args.quiet);
     }
@@ -323,6 +354,21 @@ async fn watch_ctrl_c(stop: watch::Sender<Stop>) {
     eprintln!("Killing everything now");
     stop.send_replace(Stop::Now);
 }
+
+/// Under the daemon, the end of standard input means the daemon is gone (or cancels the
+/// job): stop as on Ctrl-C, and kill everything if the stop takes too long.
+async fn watch_stdin_eof(stop: watch::Sender<Stop>) {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    stop.send_replace(Stop::Graceful);
+    tokio::time::sleep(STOP_GRACE).await;
+    stop.send_replace(Stop::Now);
+}
+
+/// How long `finally` may run once a stop was asked for, before everything is killed.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn write_summary(summary: &Summary, path: &Path) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?;

@@ -1,0 +1,1707 @@
+//! Jobs of a CodePipeline custom action: the agent as the action's job worker.
+//!
+//! The protocol (PollForJobs, AcknowledgeJob with the job's nonce, then exactly one of
+//! PutJobSuccessResult and PutJobFailureResult) is CodePipeline's; the agent's side of it:
+//!
+//! * `next` polls for one job of the action type (`owner` is always `Custom`), claims it
+//!   with its nonce, fetches every input artifact with the job's own `artifactCredentials`
+//!   and unpacks it under `<work_dir>/codepipeline/<job id>/input/<artifact name>`; the first
+//!   (primary) input becomes [`Delivery::attachments`], which the runner makes the build's
+//!   source. The job becomes a JobSpec (see [`job_spec`]) with the id `cp-<job id>`.
+//! * `complete` zips the build's primary artifacts directory into the first output
+//!   artifact (and a build artifact whose directory is named like a further output artifact
+//!   into that one, as CodeBuild matches secondary artifacts), SSE-KMS encrypted, then
+//!   reports success with the build's exported variables as output variables, or failure
+//!   with the result's message.
+//! * `release` cannot give a job back: CodePipeline has no such call, and an unreported job
+//!   only times out, hours later. It is failed at once with [`RELEASE_MESSAGE`], so the
+//!   stage can be retried now.
+//!
+//! **No heartbeat.** An acknowledged job stays `InProgress` until it is reported or the
+//! custom action times out (24 hours); there is no lease to extend, so
+//! [`JobSource::heartbeat`] is `None`. Continuation tokens are not used to keep jobs alive:
+//! reporting one ends the current job and has CodePipeline queue a new job for the same
+//! action execution, which any worker of the action type may poll, while the daemon polls
+//! only when it has a free slot; the new job would sit unclaimed, or land on another agent
+//! that cannot finish it. No job the agent runs needs them either, since a job's `Timeout`
+//! is capped below the action timeout (see [`job_spec`]). A polled job that carries a
+//! continuation token was started by another worker of the action type and is left
+//! unacknowledged, for CodePipeline to hand out again.
+//!
+//! [`Delivery::handle`] is the CodePipeline job id alone: reporting a job needs nothing
+//! else, and after a restart the artifact locations and fresh credentials come from
+//! GetJobDetails. Credentials and configuration values are never logged: secret action
+//! properties arrive in the configuration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use agent_config::config::ActionCategory as CategoryConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_codepipeline::Client;
+use aws_sdk_codepipeline::config::http::HttpResponse;
+use aws_sdk_codepipeline::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_codepipeline::types::{
+    ActionCategory, ActionOwner, ActionTypeId, Artifact, EncryptionKeyType, ExecutionDetails,
+    FailureDetails, FailureType, JobData, JobStatus as CpJobStatus,
+};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value, json};
+
+use super::result::{JobResult, JobStatus};
+use super::source::{Delivery, JobSource, SourceError};
+use crate::aws::error_text;
+use crate::source::unpack;
+
+/// The configuration properties the action type declares (`CreateCustomActionType`'s
+/// `configurationProperties`, all `type: String` unless said, none required):
+///
+/// | name | meaning |
+/// |---|---|
+/// | `Buildspec` | A path in the primary input (`ci/buildspec.yml`), or the buildspec's YAML itself (any value with a line break, or starting with `{`). Default: `buildspec.yml`. |
+/// | `Image` | The build image; the agent's `jobs.default_image` or one its `jobs.allowed_images` allows. Default: `jobs.default_image`. |
+/// | `Timeout` | The build's time limit in whole minutes (`Number`), 1 to 1440 (CodePipeline's 24-hour custom-action timeout). Default: `jobs.default_timeout`. |
+/// | `EnvironmentVariables` | A JSON list as CodeBuild's action takes it: `[{"name": "STAGE", "value": "prod", "type": "PLAINTEXT"}]`; `type` is `PLAINTEXT` (the default), `PARAMETER_STORE` (the value a parameter name or ARN) or `SECRETS_MANAGER` (`secret-id[:json-key[:version-stage[:version-id]]]`); the last two are fetched by the agent and masked in the log. |
+/// | `Environment` | One of the agent's `[roles.environments]`: the role the build's AWS calls run as. Default: no role. |
+/// | `Privileged` | `true` for a privileged container (`Boolean`); the agent must allow it. Default: `false`. |
+///
+/// Other properties (a queryable one that routes jobs to a fleet, say) are ignored.
+pub mod keys {
+    pub const BUILDSPEC: &str = "Buildspec";
+    pub const IMAGE: &str = "Image";
+    pub const TIMEOUT: &str = "Timeout";
+    pub const ENVIRONMENT_VARIABLES: &str = "EnvironmentVariables";
+    pub const ENVIRONMENT: &str = "Environment";
+    pub const PRIVILEGED: &str = "Privileged";
+}
+
+/// What a released job is failed with.
+pub const RELEASE_MESSAGE: &str = "the agent stopped before finishing; retry the stage";
+
+/// CodePipeline's custom-action timeout: a build allowed longer would be timed out by
+/// CodePipeline first, its result refused.
+pub const MAX_TIMEOUT_MINUTES: u32 = 24 * 60;
+
+/// The name of the one file of the JobSpec's inline source: a JobSpec needs a source with a
+/// file, and the runner replaces it with [`Delivery::attachments`].
+pub const PLACEHOLDER_FILE: &str = ".codepipeline-job";
+
+/// PutJobSuccessResult's and PutJobFailureResult's limits, in characters.
+const SUMMARY_CHARS: usize = 2048;
+const MESSAGE_CHARS: usize = 5000;
+/// CodePipeline's quota on one action's output variables, names and values together.
+pub const OUTPUT_VARIABLES_BYTES: usize = 122_880;
+
+/// Attempts of a report: an unreported job stays in progress for hours, and the daemon
+/// settles a delivery once, whatever the answer.
+const REPORT_ATTEMPTS: u32 = 6;
+
+/// Outputs up to this size go up in one PUT; larger ones in parts.
+const SINGLE_PUT_BYTES: u64 = 64 * 1024 * 1024;
+const PART_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct CodePipelineOptions {
+    pub category: CategoryConfig,
+    /// `[0-9A-Za-z_-]`, 1 to 35 characters.
+    pub provider: String,
+    /// `[0-9A-Za-z_-]`, 1 to 9 characters.
+    pub version: String,
+    /// The pause after a poll that found no job.
+    pub poll_interval: Duration,
+    /// The agent's work directory: downloads go under `codepipeline/` in it, on the same
+    /// file system as the job workspaces the runner moves them into.
+    pub work_dir: PathBuf,
+}
+
+pub struct CodePipelineSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    /// The agent's AWS setup; artifact clients take its region and endpoint, not its
+    /// credentials.
+    sdk_config: aws_config::SdkConfig,
+    action_type: ActionTypeId,
+    options: CodePipelineOptions,
+    name: String,
+    /// Jobs handed to the daemon and not reported yet, by CodePipeline job id.
+    held: Mutex<HashMap<String, JobData>>,
+}
+
+impl CodePipelineSource {
+    /// The calls go to CodePipeline with `config`'s region, endpoint and credentials;
+    /// nothing is called yet, since the only call that would prove access (PollForJobs)
+    /// claims jobs.
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        options: CodePipelineOptions,
+    ) -> Result<Self, SourceError> {
+        check_options(&options)?;
+        let action_type = ActionTypeId::builder()
+            .category(category(options.category))
+            .owner(ActionOwner::Custom)
+            .provider(&options.provider)
+            .version(&options.version)
+            .build()
+            .map_err(|e| SourceError::Fatal(format!("CodePipeline action type: {e}")))?;
+        let name = format!(
+            "codepipeline:{}/{}/{}",
+            action_type.category().as_str(),
+            options.provider,
+            options.version
+        );
+        Ok(CodePipelineSource {
+            inner: Arc::new(Inner {
+                client: Client::new(config),
+                sdk_config: config.clone(),
+                action_type,
+                options,
+                name,
+                held: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &CodePipelineOptions {
+        &self.inner.options
+    }
+}
+
+fn check_options(options: &CodePipelineOptions) -> Result<(), SourceError> {
+    let name_ok = |text: &str, max: usize| {
+        (1..=max).contains(&text.len())
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !name_ok(&options.provider, 35) {
+        return Err(SourceError::Fatal(format!(
+            "CodePipeline action provider `{}`: 1 to 35 of `0-9 A-Z a-z _ -`",
+            options.provider
+        )));
+    }
+    if !name_ok(&options.version, 9) {
+        return Err(SourceError::Fatal(format!(
+            "CodePipeline action version `{}`: 1 to 9 of `0-9 A-Z a-z _ -`",
+            options.version
+        )));
+    }
+    if options.poll_interval.is_zero() {
+        return Err(SourceError::Fatal(
+            "CodePipeline poll interval must be more than 0s".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn category(category: CategoryConfig) -> ActionCategory {
+    match category {
+        CategoryConfig::Source => ActionCategory::Source,
+        CategoryConfig::Build => ActionCategory::Build,
+        CategoryConfig::Test => ActionCategory::Test,
+        CategoryConfig::Deploy => ActionCategory::Deploy,
+        CategoryConfig::Invoke => ActionCategory::Invoke,
+        CategoryConfig::Approval => ActionCategory::Approval,
+    }
+}
+
+impl JobSource for CodePipelineSource {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn next(&self) -> BoxFuture<'_, Result<Option<Delivery>, SourceError>> {
+        Box::pin(async move {
+            let Some(job) = self.inner.poll().await? else {
+                tokio::time::sleep(self.inner.options.poll_interval).await;
+                return Ok(None);
+            };
+            // Past the poll, the job is claimed: the daemon dropping this future (a drain)
+            // must not leave it claimed and unreported, so the rest runs on its own task,
+            // and a delivery nobody waits for any more is failed for a retry.
+            let inner = Arc::clone(&self.inner);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let taken = inner.take(job).await;
+                if let Err(Ok(Some(delivery))) = tx.send(taken) {
+                    tracing::warn!(source = %inner.name, job = %delivery.name(), "the daemon stopped taking jobs; failing the job for a retry");
+                    if let Err(e) = inner.release(&delivery).await {
+                        tracing::warn!(source = %inner.name, job = %delivery.name(), error = %e, "cannot fail the job; it stays in progress until CodePipeline times it out");
+                    }
+                }
+            });
+            rx.await.map_err(|_| {
+                SourceError::Transient(format!(
+                    "{}: the task fetching a job ended without an answer",
+                    self.inner.name
+                ))
+            })?
+        })
+    }
+
+    fn heartbeat(&self) -> Option<Duration> {
+        // See the module documentation: an acknowledged job has no lease to keep.
+        None
+    }
+
+    fn extend<'a>(&'a self, _delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        result: &'a JobResult,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(self.inner.complete(delivery, result))
+    }
+
+    fn release<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(self.inner.release(delivery))
+    }
+
+    fn reject<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        result: &'a JobResult,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            let job_id = delivery.name();
+            let message = result
+                .message
+                .as_deref()
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or("the job was refused by the agent");
+            let outcome = self
+                .inner
+                .fail(
+                    job_id,
+                    FailureType::ConfigurationError,
+                    message,
+                    Some(&result.job_id),
+                )
+                .await;
+            self.inner.forget(job_id);
+            outcome
+        })
+    }
+}
+
+/// A job this agent cannot run, and the failure type CodePipeline shows for it.
+#[derive(Debug, thiserror::Error)]
+enum JobFailure {
+    /// The action's configuration is not one the agent can run.
+    #[error("{0}")]
+    Configuration(String),
+    /// The job's credentials do not reach its artifacts or their key.
+    #[error("{0}")]
+    Permission(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl JobFailure {
+    fn failure_type(&self) -> FailureType {
+        match self {
+            JobFailure::Configuration(_) => FailureType::ConfigurationError,
+            JobFailure::Permission(_) => FailureType::PermissionError,
+            JobFailure::Failed(_) => FailureType::JobFailed,
+        }
+    }
+}
+
+impl Inner {
+    async fn poll(&self) -> Result<Option<aws_sdk_codepipeline::types::Job>, SourceError> {
+        let output = self
+            .client
+            .poll_for_jobs()
+            .action_type_id(self.action_type.clone())
+            // One at a time: a job polled is claimed only after its acknowledgement, and a
+            // second one would wait for a slot while its claim ran out.
+            .max_batch_size(1)
+            .send()
+            .await
+            .map_err(|e| describe("PollForJobs", &self.name, e).into_error())?;
+        Ok(output.jobs.unwrap_or_default().into_iter().next())
+    }
+
+    /// Claims a polled job and makes it a delivery; `None` when it went to another worker,
+    /// is no longer waiting, or failed (and was reported) before it could run.
+    async fn take(
+        &self,
+        job: aws_sdk_codepipeline::types::Job,
+    ) -> Result<Option<Delivery>, SourceError> {
+        let (Some(job_id), Some(nonce), Some(data)) = (job.id, job.nonce, job.data) else {
+            return Err(SourceError::Transient(format!(
+                "{}: PollForJobs answered a job without an id, nonce or data",
+                self.name
+            )));
+        };
+        if data.continuation_token.is_some() {
+            tracing::warn!(source = %self.name, job = %job_id, "a job continues an action another worker started; leaving it unacknowledged for that worker");
+            return Ok(None);
+        }
+        match self
+            .client
+            .acknowledge_job()
+            .job_id(&job_id)
+            .nonce(&nonce)
+            .send()
+            .await
+        {
+            Ok(ack) => match ack.status {
+                Some(CpJobStatus::InProgress) => {}
+                status => {
+                    tracing::info!(source = %self.name, job = %job_id, status = ?status.as_ref().map(CpJobStatus::as_str), "the job is no longer waiting; not running it");
+                    return Ok(None);
+                }
+            },
+            Err(e) => {
+                let failure = describe("AcknowledgeJob", &self.name, e);
+                if matches!(
+                    failure.code.as_str(),
+                    "InvalidNonceException" | "JobNotFoundException"
+                ) {
+                    tracing::info!(source = %self.name, job = %job_id, code = %failure.code, "the job went to another worker or is gone");
+                    return Ok(None);
+                }
+                return Err(failure.into_error());
+            }
+        }
+        tracing::info!(source = %self.name, job = %job_id, "acknowledged a job");
+        let dir = self.job_dir(&job_id);
+        // The configuration first: a job that cannot run is failed without a download.
+        let prepared = match job_spec(&job_id, &data) {
+            Ok(spec) => self
+                .fetch_inputs(&data, &dir)
+                .await
+                .map(|primary| (primary, spec)),
+            Err(e) => Err(JobFailure::Configuration(e)),
+        };
+        match prepared {
+            Ok((primary, spec)) => {
+                self.held_jobs().insert(job_id.clone(), data);
+                Ok(Some(Delivery {
+                    handle: job_id,
+                    body: spec.to_string().into_bytes(),
+                    receive_count: 1,
+                    attachments: Some(primary),
+                }))
+            }
+            Err(failure) => {
+                tracing::warn!(source = %self.name, job = %job_id, error = %failure, "cannot run the job; failing it");
+                let external = spec_id(&job_id);
+                let reported = self
+                    .fail(
+                        &job_id,
+                        failure.failure_type(),
+                        &failure.to_string(),
+                        Some(&external),
+                    )
+                    .await;
+                remove_dir(&dir);
+                reported.map(|()| None)
+            }
+        }
+    }
+
+    fn held_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobData>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn job_dir(&self, job_id: &str) -> PathBuf {
+        self.options
+            .work_dir
+            .join("codepipeline")
+            .join(safe_name(job_id))
+    }
+
+    /// Unpacks every input artifact under `<dir>/input/`; returns the primary's directory
+    /// (an empty one when the action has no input).
+    async fn fetch_inputs(&self, data: &JobData, dir: &Path) -> Result<PathBuf, JobFailure> {
+        let local = |e: std::io::Error| JobFailure::Failed(format!("{}: {e}", dir.display()));
+        remove_dir(dir);
+        let inputs = dir.join("input");
+        std::fs::create_dir_all(&inputs).map_err(local)?;
+        let downloads = dir.join("downloads");
+        std::fs::create_dir_all(&downloads).map_err(local)?;
+        let mut primary = None;
+        if !data.input_artifacts().is_empty() {
+            let client = self.artifact_client(data)?;
+            for artifact in data.input_artifacts() {
+                let (name, bucket, key) = artifact_location(artifact)?;
+                let archive = downloads.join(format!("{name}.zip"));
+                download(&client, bucket, key, &archive).await?;
+                let dest = inputs.join(&name);
+                let (from, to) = (archive.clone(), dest.clone());
+                let unpacked = tokio::task::spawn_blocking(move || unpack::unpack(&from, &to))
+                    .await
+                    .map_err(|e| JobFailure::Failed(e.to_string()))?;
+                let _ = std::fs::remove_file(&archive);
+                let unpacked = unpacked.map_err(|e| {
+                    JobFailure::Failed(format!(
+                        "the input artifact `{name}` (s3://{bucket}/{key}) cannot be unpacked: {e}"
+                    ))
+                })?;
+                tracing::debug!(source = %self.name, artifact = %name, files = unpacked.files, "fetched an input artifact");
+                primary.get_or_insert(dest);
+            }
+        }
+        let _ = std::fs::remove_dir(&downloads);
+        match primary {
+            Some(dir) => Ok(dir),
+            None => {
+                let empty = inputs.join("none");
+                std::fs::create_dir_all(&empty).map_err(local)?;
+                Ok(empty)
+            }
+        }
+    }
+
+    /// An S3 client that acts as the job, with its artifact credentials: the artifact
+    /// store's bucket and key trust the pipeline, not the agent.
+    fn artifact_client(&self, data: &JobData) -> Result<aws_sdk_s3::Client, JobFailure> {
+        let creds = data.artifact_credentials().ok_or_else(|| {
+            JobFailure::Permission("the job came without artifact credentials".to_string())
+        })?;
+        let credentials = Credentials::new(
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            Some(creds.session_token().to_string()),
+            None,
+            "codepipeline-job",
+        );
+        let config = self
+            .sdk_config
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build();
+        Ok(crate::aws::s3::client(&config))
+    }
+
+    async fn complete(&self, delivery: &Delivery, result: &JobResult) -> Result<(), SourceError> {
+        let job_id = delivery.name();
+        let outcome = if result.status == JobStatus::Succeeded {
+            match self.upload_outputs(job_id, result).await {
+                Ok(uploaded) => self.succeed(job_id, result, uploaded).await,
+                Err(Ok(failure)) => {
+                    tracing::warn!(source = %self.name, job = %job_id, error = %failure, "the build succeeded but its output cannot be delivered; failing the job");
+                    self.fail(
+                        job_id,
+                        failure.failure_type(),
+                        &failure.to_string(),
+                        Some(&result.job_id),
+                    )
+                    .await
+                }
+                Err(Err(e)) => Err(e),
+            }
+        } else {
+            let message = result
+                .message
+                .as_deref()
+                .filter(|m| !m.trim().is_empty())
+                .map_or_else(
+                    || format!("the job ended {}", result.status.as_str()),
+                    str::to_string,
+                );
+            let kind = if result.status == JobStatus::Rejected {
+                FailureType::ConfigurationError
+            } else {
+                FailureType::JobFailed
+            };
+            self.fail(job_id, kind, &message, Some(&result.job_id))
+                .await
+        };
+        self.forget(job_id);
+        outcome
+    }
+
+    async fn release(&self, delivery: &Delivery) -> Result<(), SourceError> {
+        let job_id = delivery.name();
+        let outcome = self
+            .fail(
+                job_id,
+                FailureType::JobFailed,
+                RELEASE_MESSAGE,
+                Some(&spec_id(job_id)),
+            )
+            .await;
+        self.forget(job_id);
+        outcome
+    }
+
+    fn forget(&self, job_id: &str) {
+        self.held_jobs().remove(job_id);
+        remove_dir(&self.job_dir(job_id));
+    }
+
+    /// The job's data with fresh artifact credentials: they are short-lived, and a build
+    /// may have outlasted the ones it was polled with. The data kept since the poll serves
+    /// when the call fails; after a restart only the call has it.
+    async fn fresh_data(&self, job_id: &str) -> Result<JobData, SourceError> {
+        let held = self.held_jobs().get(job_id).cloned();
+        let fetched = self
+            .client
+            .get_job_details()
+            .job_id(job_id)
+            .customize()
+            .config_override(report_config())
+            .send()
+            .await
+            .map_err(|e| describe("GetJobDetails", &self.name, e));
+        match (fetched, held) {
+            (Ok(output), held) => match output.job_details.and_then(|d| d.data) {
+                Some(data) => Ok(data),
+                None => held.ok_or_else(|| {
+                    SourceError::Transient(format!(
+                        "{}: GetJobDetails answered no data for job {job_id}",
+                        self.name
+                    ))
+                }),
+            },
+            (Err(failure), Some(held)) => {
+                tracing::warn!(source = %self.name, job = %job_id, code = %failure.code, error = %failure.detail, "cannot refresh the job's artifact credentials; using those it came with");
+                Ok(held)
+            }
+            (Err(failure), None) => Err(failure.into_error()),
+        }
+    }
+
+    /// Zips the build's artifact directories into the job's output artifacts; returns the
+    /// names delivered. `Err(Ok)` fails the job, `Err(Err)` leaves it unreported.
+    async fn upload_outputs(
+        &self,
+        job_id: &str,
+        result: &JobResult,
+    ) -> Result<Vec<String>, Result<JobFailure, SourceError>> {
+        let held_outputs = self
+            .held_jobs()
+            .get(job_id)
+            .map(|data| data.output_artifacts().is_empty());
+        if held_outputs == Some(true) {
+            return Ok(Vec::new());
+        }
+        let data = self.fresh_data(job_id).await.map_err(Err)?;
+        let outputs = data.output_artifacts();
+        if outputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.artifact_client(&data).map_err(Ok)?;
+        let kms_key = data
+            .encryption_key()
+            .filter(|k| *k.r#type() == EncryptionKeyType::Kms)
+            .map(|k| k.id().to_string());
+        let scratch = self.job_dir(job_id);
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| Ok(JobFailure::Failed(format!("{}: {e}", scratch.display()))))?;
+        let mut delivered = Vec::new();
+        for (index, artifact) in outputs.iter().enumerate() {
+            let (name, bucket, key) = artifact_location(artifact).map_err(Ok)?;
+            let source = output_directory(result, index, &name).map_err(Ok)?;
+            let zip_path = scratch.join(format!("output-{name}.zip"));
+            let (from, to) = (source.clone(), zip_path.clone());
+            let entries = tokio::task::spawn_blocking(move || zip_directory(&from, &to))
+                .await
+                .map_err(|e| Ok(JobFailure::Failed(e.to_string())))?
+                .map_err(|e| {
+                    Ok(JobFailure::Failed(format!(
+                        "cannot zip the output artifact `{name}` from {}: {e}",
+                        source.display()
+                    )))
+                })?;
+            let uploaded = upload(&client, bucket, key, &zip_path, kms_key.as_deref()).await;
+            let _ = std::fs::remove_file(&zip_path);
+            uploaded.map_err(Ok)?;
+            tracing::info!(source = %self.name, job = %job_id, artifact = %name, entries, "delivered an output artifact");
+            delivered.push(name);
+        }
+        Ok(delivered)
+    }
+
+    async fn succeed(
+        &self,
+        job_id: &str,
+        result: &JobResult,
+        delivered: Vec<String>,
+    ) -> Result<(), SourceError> {
+        let (variables, left_out) = output_variables(&result.exported_variables);
+        for (name, why) in &left_out {
+            tracing::warn!(source = %self.name, job = %job_id, variable = %name, reason = %why, "an exported variable is not passed to CodePipeline");
+        }
+        let mut summary = format!(
+            "{} SUCCEEDED on agent {} in {}",
+            result.job_id,
+            result.agent,
+            seconds(result.duration_ms)
+        );
+        if !delivered.is_empty() {
+            summary.push_str(&format!("; output artifacts: {}", delivered.join(", ")));
+        }
+        if !variables.is_empty() {
+            summary.push_str(&format!("; {} output variables", variables.len()));
+        }
+        if !left_out.is_empty() {
+            let names: Vec<&str> = left_out.iter().map(|(n, _)| n.as_str()).collect();
+            summary.push_str(&format!("; left out: {}", names.join(", ")));
+        }
+        let details = ExecutionDetails::builder()
+            .summary(clip(&summary, SUMMARY_CHARS))
+            .external_execution_id(&result.job_id)
+            .percent_complete(100)
+            .build();
+        let mut request = self
+            .client
+            .put_job_success_result()
+            .job_id(job_id)
+            .execution_details(details.clone());
+        if !variables.is_empty() {
+            request = request.set_output_variables(Some(variables.into_iter().collect()));
+        }
+        match request
+            .customize()
+            .config_override(report_config())
+            .send()
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(source = %self.name, job = %job_id, "reported the job's success");
+                Ok(())
+            }
+            Err(e) => {
+                let failure = describe("PutJobSuccessResult", &self.name, e);
+                match failure.code.as_str() {
+                    // The quota counts in ways the variables alone do not show; the
+                    // build's success matters more than its variables.
+                    "OutputVariablesSizeExceededException" => {
+                        tracing::warn!(source = %self.name, job = %job_id, error = %failure.detail, "CodePipeline refused the output variables; reporting the success without them");
+                        self.client
+                            .put_job_success_result()
+                            .job_id(job_id)
+                            .execution_details(details)
+                            .customize()
+                            .config_override(report_config())
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .or_else(|e| {
+                                settled_already(
+                                    describe("PutJobSuccessResult", &self.name, e),
+                                    job_id,
+                                )
+                            })
+                    }
+                    _ => settled_already(failure, job_id),
+                }
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        job_id: &str,
+        kind: FailureType,
+        message: &str,
+        external_id: Option<&str>,
+    ) -> Result<(), SourceError> {
+        let message = clip(message.trim(), MESSAGE_CHARS);
+        let message = if message.is_empty() {
+            "failed".to_string()
+        } else {
+            message
+        };
+        let details = FailureDetails::builder()
+            .r#type(kind.clone())
+            .message(message)
+            .set_external_execution_id(external_id.map(str::to_string))
+            .build()
+            .map_err(|e| SourceError::Fatal(format!("CodePipeline failure details: {e}")))?;
+        match self
+            .client
+            .put_job_failure_result()
+            .job_id(job_id)
+            .failure_details(details)
+            .customize()
+            .config_override(report_config())
+            .send()
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(source = %self.name, job = %job_id, failure = kind.as_str(), "reported the job's failure");
+                Ok(())
+            }
+            Err(e) => settled_already(describe("PutJobFailureResult", &self.name, e), job_id),
+        }
+    }
+}
+
+fn report_config() -> aws_sdk_codepipeline::config::Builder {
+    aws_sdk_codepipeline::config::Builder::default()
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(REPORT_ATTEMPTS))
+}
+
+/// A job CodePipeline no longer waits for (timed out, or reported before a restart) needs
+/// no report; anything else is an error.
+fn settled_already(failure: Failure, job_id: &str) -> Result<(), SourceError> {
+    if matches!(
+        failure.code.as_str(),
+        "JobNotFoundException" | "InvalidJobStateException"
+    ) {
+        tracing::warn!(job = %job_id, code = %failure.code, error = %failure.detail, "CodePipeline no longer waits for this job's result");
+        return Ok(());
+    }
+    Err(failure.into_error())
+}
+
+/// The build artifact directory for output artifact number `index` named `name`: the
+/// primary one for the first, the one named like the output for the others.
+fn output_directory(result: &JobResult, index: usize, name: &str) -> Result<PathBuf, JobFailure> {
+    let found = if index == 0 {
+        result.artifacts.first()
+    } else {
+        result.artifacts.iter().skip(1).find(|location| {
+            Path::new(location)
+                .file_name()
+                .is_some_and(|file| file == name)
+        })
+    };
+    let Some(location) = found else {
+        let hint = if index == 0 {
+            "give the buildspec an `artifacts` section".to_string()
+        } else {
+            format!("give the buildspec a `secondary-artifacts` entry `{name}`")
+        };
+        return Err(JobFailure::Failed(format!(
+            "the action has the output artifact `{name}` but the build produced no artifacts for it; {hint}"
+        )));
+    };
+    let path = PathBuf::from(location);
+    if !path.is_absolute() || !path.is_dir() {
+        return Err(JobFailure::Failed(format!(
+            "the build's artifacts for `{name}` are not a local directory any more ({location})"
+        )));
+    }
+    Ok(path)
+}
+
+/// The exported variables CodePipeline takes, and those left out with why: names of
+/// `[A-Za-z0-9@_-]` only, and all together within the action's quota.
+fn output_variables(
+    exported: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Vec<(String, String)>) {
+    let mut kept = BTreeMap::new();
+    let mut left_out = Vec::new();
+    let mut budget = OUTPUT_VARIABLES_BYTES;
+    for (name, value) in exported {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '@' | '-' | '_'));
+        if !valid {
+            left_out.push((
+                name.clone(),
+                "CodePipeline variable names are letters, digits, `@`, `-` and `_`".to_string(),
+            ));
+            continue;
+        }
+        let size = name.len() + value.len();
+        if size > budget {
+            left_out.push((
+                name.clone(),
+                format!(
+                    "past CodePipeline's quota of {OUTPUT_VARIABLES_BYTES} bytes of output variables"
+                ),
+            ));
+            continue;
+        }
+        budget -= size;
+        kept.insert(name.clone(), value.clone());
+    }
+    (kept, left_out)
+}
+
+/// The JobSpec v1 for a CodePipeline job: a build of the primary input artifact, as the
+/// action's configuration (see [`keys`]) describes it. `Err` holds why the configuration
+/// cannot be a job; values the JobSpec check judges (variable names, secret references,
+/// image references) are passed through for it to explain.
+pub fn job_spec(job_id: &str, data: &JobData) -> Result<Value, String> {
+    let empty = HashMap::new();
+    let config = data
+        .action_configuration()
+        .and_then(|c| c.configuration())
+        .unwrap_or(&empty);
+    let get = |key: &str| config.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+    let mut spec = Map::new();
+    spec.insert("version".into(), json!(1));
+    spec.insert("id".into(), json!(spec_id(job_id)));
+    spec.insert("kind".into(), json!("build"));
+    spec.insert(
+        "source".into(),
+        json!({"type": "inline", "files": {PLACEHOLDER_FILE: format!("{job_id}\n")}}),
+    );
+    if let Some(buildspec) = config.get(keys::BUILDSPEC).filter(|v| !v.trim().is_empty()) {
+        let inline = buildspec.contains('\n') || buildspec.trim_start().starts_with('{');
+        let value = if inline {
+            json!({"inline": buildspec})
+        } else {
+            json!({"path": buildspec.trim()})
+        };
+        spec.insert("buildspec".into(), value);
+    }
+    if let Some(image) = get(keys::IMAGE) {
+        spec.insert("image".into(), json!(image));
+    }
+    if let Some(text) = get(keys::PRIVILEGED) {
+        match text.to_ascii_lowercase().as_str() {
+            "true" => {
+                spec.insert("privileged".into(), json!(true));
+            }
+            "false" => {}
+            _ => {
+                return Err(format!(
+                    "the action's `{}` is `{text}`; write `true` or `false`",
+                    keys::PRIVILEGED
+                ));
+            }
+        }
+    }
+    if let Some(text) = get(keys::TIMEOUT) {
+        let minutes = text
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (1..=MAX_TIMEOUT_MINUTES).contains(m))
+            .ok_or_else(|| {
+                format!(
+                    "the action's `{}` is `{text}`; write whole minutes from 1 to {MAX_TIMEOUT_MINUTES} (CodePipeline times a custom action out after 24 hours)",
+                    keys::TIMEOUT
+                )
+            })?;
+        spec.insert("timeout".into(), json!(format!("{minutes}m")));
+    }
+    if let Some(environment) = get(keys::ENVIRONMENT) {
+        spec.insert("role".into(), json!({"environment": environment}));
+    }
+
+    let variables = match get(keys::ENVIRONMENT_VARIABLES) {
+        Some(text) => environment_variables(text)?,
+        None => Vec::new(),
+    };
+    let mut env = Map::new();
+    let mut parameter_store = Map::new();
+    let mut secrets_manager = Map::new();
+    for variable in &variables {
+        let target = match variable.kind {
+            VariableKind::Plaintext => &mut env,
+            VariableKind::ParameterStore => &mut parameter_store,
+            VariableKind::SecretsManager => &mut secrets_manager,
+        };
+        target.insert(variable.name.clone(), json!(variable.value));
+    }
+    for (name, value) in context_variables(job_id, data) {
+        if !variables.iter().any(|v| v.name == name) {
+            env.insert(name.to_string(), json!(value));
+        }
+    }
+    spec.insert("env".into(), Value::Object(env));
+    let mut secrets = Map::new();
+    if !parameter_store.is_empty() {
+        secrets.insert("parameter_store".into(), Value::Object(parameter_store));
+    }
+    if !secrets_manager.is_empty() {
+        secrets.insert("secrets_manager".into(), Value::Object(secrets_manager));
+    }
+    if !secrets.is_empty() {
+        spec.insert("secrets".into(), Value::Object(secrets));
+    }
+    let labels = labels(data);
+    if !labels.is_empty() {
+        spec.insert("labels".into(), Value::Object(labels));
+    }
+    Ok(Value::Object(spec))
+}
+
+/// The JobSpec id of a CodePipeline job: `cp-` and the job id, within the id's alphabet
+/// and length whatever the service sends.
+pub fn spec_id(job_id: &str) -> String {
+    format!("cp-{}", safe_name(job_id))
+}
+
+/// `text` with only `[A-Za-z0-9._-]`, at most 120 characters, never `.` or `..`: a job id
+/// as a file name and in a JobSpec id.
+fn safe_name(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .take(120)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() || clean.chars().all(|c| c == '.') {
+        format!("_{clean}")
+    } else {
+        clean
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VariableKind {
+    Plaintext,
+    ParameterStore,
+    SecretsManager,
+}
+
+#[derive(Debug)]
+struct Variable {
+    name: String,
+    value: String,
+    kind: VariableKind,
+}
+
+/// CodeBuild's action format: `[{"name": …, "value": …, "type": …}]`.
+fn environment_variables(text: &str) -> Result<Vec<Variable>, String> {
+    let key = keys::ENVIRONMENT_VARIABLES;
+    let shape =
+        r#"write a JSON list like `[{"name": "STAGE", "value": "prod", "type": "PLAINTEXT"}]`"#;
+    let list: Vec<Value> = serde_json::from_str(text)
+        .map_err(|e| format!("the action's `{key}` is not a JSON list ({e}); {shape}"))?;
+    let mut out: Vec<Variable> = Vec::new();
+    for (index, item) in list.iter().enumerate() {
+        let at = format!("the action's `{key}`, entry {}", index + 1);
+        let Some(object) = item.as_object() else {
+            return Err(format!("{at} is not an object; {shape}"));
+        };
+        if let Some(unknown) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "name" | "value" | "type"))
+        {
+            return Err(format!(
+                "{at} has `{unknown}`; entries take `name`, `value` and `type`"
+            ));
+        }
+        let name = match object.get("name") {
+            Some(Value::String(name)) if !name.is_empty() => name.clone(),
+            _ => return Err(format!("{at} needs a `name` string")),
+        };
+        let value = match object.get("value") {
+            Some(Value::String(value)) => value.clone(),
+            _ => return Err(format!("{at} (`{name}`) needs a `value` string")),
+        };
+        let kind = match object.get("type") {
+            None => VariableKind::Plaintext,
+            Some(Value::String(t)) => match t.as_str() {
+                "PLAINTEXT" => VariableKind::Plaintext,
+                "PARAMETER_STORE" => VariableKind::ParameterStore,
+                "SECRETS_MANAGER" => VariableKind::SecretsManager,
+                other => {
+                    return Err(format!(
+                        "{at} (`{name}`) has the type `{other}`; write `PLAINTEXT`, `PARAMETER_STORE` or `SECRETS_MANAGER`"
+                    ));
+                }
+            },
+            Some(_) => return Err(format!("{at} (`{name}`): `type` is a string")),
+        };
+        if out.iter().any(|v| v.name == name) {
+            return Err(format!("the action's `{key}` sets `{name}` twice"));
+        }
+        out.push(Variable { name, value, kind });
+    }
+    Ok(out)
+}
+
+/// Variables that tell a build where in the pipeline it runs; the action's own
+/// `EnvironmentVariables` take precedence.
+fn context_variables(job_id: &str, data: &JobData) -> Vec<(&'static str, String)> {
+    let mut vars = vec![("CODEPIPELINE_JOB_ID", job_id.to_string())];
+    if let Some(context) = data.pipeline_context() {
+        let mut add = |name, value: Option<&str>| {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                vars.push((name, value.to_string()));
+            }
+        };
+        add("CODEPIPELINE_PIPELINE_NAME", context.pipeline_name());
+        add(
+            "CODEPIPELINE_PIPELINE_EXECUTION_ID",
+            context.pipeline_execution_id(),
+        );
+        add(
+            "CODEPIPELINE_STAGE_NAME",
+            context.stage().and_then(|s| s.name()),
+        );
+        add(
+            "CODEPIPELINE_ACTION_NAME",
+            context.action().and_then(|a| a.name()),
+        );
+    }
+    if let Some(revision) = data
+        .input_artifacts()
+        .first()
+        .and_then(|a| a.revision())
+        .filter(|r| !r.is_empty())
+    {
+        vars.push(("CODEPIPELINE_SOURCE_REVISION", revision.to_string()));
+    }
+    vars
+}
+
+/// Labels on the result and the container, to find a pipeline's builds.
+fn labels(data: &JobData) -> Map<String, Value> {
+    let mut labels = Map::new();
+    let Some(context) = data.pipeline_context() else {
+        return labels;
+    };
+    let mut add = |key: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            let clean: String = value
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(256)
+                .collect();
+            if !clean.is_empty() {
+                labels.insert(key.to_string(), json!(clean));
+            }
+        }
+    };
+    add("codepipeline.pipeline", context.pipeline_name());
+    add("codepipeline.stage", context.stage().and_then(|s| s.name()));
+    add(
+        "codepipeline.action",
+        context.action().and_then(|a| a.name()),
+    );
+    add("codepipeline.execution", context.pipeline_execution_id());
+    labels
+}
+
+/// `(name, bucket, key)` of an artifact in S3, the name safe as a directory name.
+fn artifact_location(artifact: &Artifact) -> Result<(String, &str, &str), JobFailure> {
+    let raw = artifact.name().unwrap_or("");
+    let name_ok = !raw.is_empty()
+        && raw.len() <= 100
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if !name_ok {
+        return Err(JobFailure::Configuration(format!(
+            "the artifact name `{}` is not CodePipeline's `[A-Za-z0-9_-]{{1,100}}`",
+            raw.escape_debug()
+        )));
+    }
+    let Some(s3) = artifact.location().and_then(|l| l.s3_location()) else {
+        return Err(JobFailure::Configuration(format!(
+            "the artifact `{raw}` has no S3 location; the agent reads artifacts from S3 only"
+        )));
+    };
+    Ok((raw.to_string(), s3.bucket_name(), s3.object_key()))
+}
+
+/// Downloads one object, streaming.
+async fn download(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    dest: &Path,
+) -> Result<(), JobFailure> {
+    use tokio::io::AsyncWriteExt;
+    let what = format!("the input artifact s3://{bucket}/{key}");
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| s3_failure(&what, "GetObject", e))?;
+    let local = |e: std::io::Error| JobFailure::Failed(format!("{what}: {e}"));
+    let mut body = object.body;
+    let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| JobFailure::Failed(format!("{what}: download broke off: {e}")))?
+    {
+        file.write_all(&chunk).await.map_err(local)?;
+    }
+    file.flush().await.map_err(local)?;
+    Ok(())
+}
+
+/// Uploads the zip at `path` to the output location, SSE-KMS: with the pipeline's key when
+/// it has one, else the account's `aws/s3` key, as artifact stores require.
+async fn upload(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    kms_key: Option<&str>,
+) -> Result<(), JobFailure> {
+    let what = format!("the output artifact s3://{bucket}/{key}");
+    let local = |e: &dyn std::fmt::Display| JobFailure::Failed(format!("{what}: {e}"));
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| local(&e))?
+        .len();
+    if size <= SINGLE_PUT_BYTES {
+        let body = ByteStream::from_path(path).await.map_err(|e| local(&e))?;
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/zip")
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .set_ssekms_key_id(kms_key.map(str::to_string))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| s3_failure(&what, "PutObject", e))?;
+        return Ok(());
+    }
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/zip")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .set_ssekms_key_id(kms_key.map(str::to_string))
+        .send()
+        .await
+        .map_err(|e| s3_failure(&what, "CreateMultipartUpload", e))?;
+    let upload_id = created.upload_id.unwrap_or_default();
+    let parts = async {
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        while offset < size {
+            let length = PART_BYTES.min(size - offset);
+            let body = ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(Length::Exact(length))
+                .build()
+                .await
+                .map_err(|e| local(&e))?;
+            let part = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| s3_failure(&what, "UploadPart", e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag)
+                    .build(),
+            );
+            offset += length;
+            number += 1;
+        }
+        client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_failure(&what, "CompleteMultipartUpload", e))?;
+        Ok(())
+    }
+    .await;
+    if parts.is_err() {
+        // A multipart upload left open is billed storage that never becomes an object.
+        let _ = client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .send()
+            .await;
+    }
+    parts
+}
+
+/// Zips the directory `dir` into `dest`: files with their modes, symlinks as links,
+/// directories as entries so empty ones survive. Returns the number of entries.
+fn zip_directory(dir: &Path, dest: &Path) -> Result<usize, String> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    let mut entries = 0;
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+    {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let relative = entry
+            .path()
+            .strip_prefix(dir)
+            .map_err(|e| e.to_string())?
+            .to_string_lossy()
+            .into_owned();
+        let meta = entry
+            .path()
+            .symlink_metadata()
+            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        let mode = meta.permissions().mode();
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(entry.path())
+                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            zip.add_symlink(relative, target.to_string_lossy(), options)
+                .map_err(|e| e.to_string())?;
+        } else if meta.is_dir() {
+            zip.add_directory(relative, options.unix_permissions(mode))
+                .map_err(|e| e.to_string())?;
+        } else if meta.is_file() {
+            zip.start_file(relative, options.unix_permissions(mode))
+                .map_err(|e| e.to_string())?;
+            let mut source = std::fs::File::open(entry.path())
+                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            std::io::copy(&mut source, &mut zip)
+                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        } else {
+            // Sockets and FIFOs left by a build have no place in an archive.
+            continue;
+        }
+        entries += 1;
+    }
+    zip.finish()
+        .map_err(|e| e.to_string())?
+        .flush()
+        .map_err(|e| e.to_string())?;
+    Ok(entries)
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a job's downloads");
+    }
+}
+
+/// At most `max` characters, an ellipsis marking a cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn seconds(millis: u64) -> String {
+    format!("{:.1} s", millis as f64 / 1000.0)
+}
+
+/// What went wrong with one AWS call, kept apart from [`SourceError`] so each call can
+/// decide about the codes that mean "this job", not "this source".
+struct Failure {
+    operation: &'static str,
+    source_name: String,
+    /// The AWS error code, empty when the service was not reached.
+    code: String,
+    detail: String,
+    transient: bool,
+}
+
+/// Codes that clear up by themselves (besides any 5xx or 429).
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "LimitExceededException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "SlowDown",
+];
+
+const DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "KMS.AccessDeniedException",
+    "KMS.DisabledException",
+    "KMS.NotFoundException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "MissingAuthenticationToken",
+    "ExpiredToken",
+    "ExpiredTokenException",
+];
+
+impl Failure {
+    fn into_error(self) -> SourceError {
+        let Failure {
+            operation,
+            source_name,
+            code,
+            detail,
+            transient,
+        } = self;
+        let text = if code.is_empty() {
+            format!("{source_name}: CodePipeline {operation} failed: {detail}")
+        } else if code == "ActionTypeNotFoundException" {
+            format!(
+                "{source_name}: CodePipeline knows no such custom action type ({code}): register it with CreateCustomActionType in this account and region, or fix category, provider and version"
+            )
+        } else if DENIED_CODES.contains(&code.as_str()) {
+            format!(
+                "{source_name}: CodePipeline {operation} denied ({code}): {detail}; the agent's identity needs the AWSCodePipelineCustomActionAccess permissions"
+            )
+        } else {
+            format!("{source_name}: CodePipeline {operation} failed ({code}): {detail}")
+        };
+        if transient {
+            SourceError::Transient(text)
+        } else {
+            SourceError::Fatal(text)
+        }
+    }
+}
+
+fn describe<E>(
+    operation: &'static str,
+    source_name: &str,
+    error: SdkError<E, HttpResponse>,
+) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = error.code().unwrap_or_default().to_string();
+    let (detail, transient) = classify(&error, &code);
+    Failure {
+        operation,
+        source_name: source_name.to_string(),
+        code,
+        detail,
+        transient,
+    }
+}
+
+/// `(detail, transient)` for any SDK error.
+fn classify<E>(error: &SdkError<E, HttpResponse>, code: &str) -> (String, bool)
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let detail = error
+                .message()
+                .map_or_else(|| error_text(error), str::to_string);
+            let transient = status >= 500 || status == 429 || TRANSIENT_CODES.contains(&code);
+            (detail, transient)
+        }
+        // Network trouble, timeouts, answers that are not the service's (a proxy's error
+        // page), and credentials that cannot be loaded right now.
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            (format!("not reached: {}", error_text(error)), true)
+        }
+        // The request could not even be built: the same configuration fails the same way.
+        _ => (error_text(error), false),
+    }
+}
+
+/// An S3 error as the reason to fail the job.
+fn s3_failure<E>(what: &str, operation: &str, error: SdkError<E, HttpResponse>) -> JobFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = error.code().unwrap_or_default().to_string();
+    let (detail, transient) = classify(&error, &code);
+    let text = if code.is_empty() {
+        format!("{what}: S3 {operation} failed: {detail}")
+    } else {
+        format!("{what}: S3 {operation} failed ({code}): {detail}")
+    };
+    if DENIED_CODES.contains(&code.as_str()) || code.starts_with("KMS.") {
+        JobFailure::Permission(format!(
+            "{text}; the pipeline's role must reach the artifact bucket and its KMS key"
+        ))
+    } else if transient {
+        JobFailure::Failed(format!("{text}; retry the stage"))
+    } else {
+        JobFailure::Failed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_codepipeline::types::{
+        ActionConfiguration, ActionContext, ArtifactLocation, PipelineContext, S3ArtifactLocation,
+        StageContext,
+    };
+
+    fn data(config: &[(&str, &str)]) -> JobData {
+        let mut action = ActionConfiguration::builder();
+        for (k, v) in config {
+            action = action.configuration(*k, *v);
+        }
+        JobData::builder()
+            .action_configuration(action.build())
+            .pipeline_context(
+                PipelineContext::builder()
+                    .pipeline_name("web")
+                    .stage(StageContext::builder().name("Build").build())
+                    .action(ActionContext::builder().name("Compile").build())
+                    .pipeline_execution_id("exec-1")
+                    .build(),
+            )
+            .input_artifacts(
+                Artifact::builder()
+                    .name("SourceOutput")
+                    .revision("abc123")
+                    .location(
+                        ArtifactLocation::builder()
+                            .s3_location(
+                                S3ArtifactLocation::builder()
+                                    .bucket_name("b")
+                                    .object_key("k")
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    }
+
+    const JOB: &str = "6c8f7a1e-1b2c-4d3e-8f90-123456789abc";
+
+    fn parsed(value: &Value) -> agent_config::jobspec::JobSpec {
+        agent_config::jobspec::parse(value.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{}\n{value:#}", e.render("job")))
+    }
+
+    #[test]
+    fn a_bare_action_is_a_default_build() {
+        let spec = job_spec(JOB, &data(&[])).unwrap();
+        let job = parsed(&spec);
+        assert_eq!(job.id, format!("cp-{JOB}"));
+        assert_eq!(job.kind, agent_config::jobspec::JobKind::Build);
+        assert_eq!(
+            job.buildspec(),
+            Some(agent_config::jobspec::Buildspec::Path(
+                "buildspec.yml".into()
+            ))
+        );
+        assert_eq!(job.env["CODEPIPELINE_JOB_ID"], JOB);
+        assert_eq!(job.env["CODEPIPELINE_PIPELINE_NAME"], "web");
+        assert_eq!(job.env["CODEPIPELINE_SOURCE_REVISION"], "abc123");
+        assert_eq!(job.labels["codepipeline.stage"], "Build");
+        assert!(job.timeout.is_none() && job.role.is_none() && job.image.is_none());
+    }
+
+    #[test]
+    fn every_key_lands_in_the_jobspec() {
+        let vars = r#"[{"name":"STAGE","value":"prod","type":"PLAINTEXT"},
+            {"name":"DB_PASSWORD","value":"/team/db/password","type":"PARAMETER_STORE"},
+            {"name":"TOKEN","value":"ci/token:api","type":"SECRETS_MANAGER"},
+            {"name":"CODEPIPELINE_PIPELINE_NAME","value":"mine"}]"#;
+        let spec = job_spec(
+            JOB,
+            &data(&[
+                ("Buildspec", "ci/build.yml"),
+                ("Image", "agent-standard:2"),
+                ("Timeout", "90"),
+                ("EnvironmentVariables", vars),
+                ("Environment", "staging"),
+                ("Privileged", "true"),
+                ("SomethingElse", "ignored"),
+            ]),
+        )
+        .unwrap();
+        let job = parsed(&spec);
+        assert_eq!(
+            job.buildspec,
+            Some(agent_config::jobspec::Buildspec::Path(
+                "ci/build.yml".into()
+            ))
+        );
+        assert_eq!(job.image.as_deref(), Some("agent-standard:2"));
+        assert_eq!(job.timeout, Some(Duration::from_secs(90 * 60)));
+        assert!(job.privileged);
+        assert_eq!(job.env["STAGE"], "prod");
+        assert_eq!(job.env["CODEPIPELINE_PIPELINE_NAME"], "mine");
+        assert_eq!(
+            job.secrets.parameter_store["DB_PASSWORD"],
+            "/team/db/password"
+        );
+        assert_eq!(job.secrets.secrets_manager["TOKEN"], "ci/token:api");
+        assert!(matches!(
+            job.role,
+            Some(agent_config::jobspec::JobRole::Environment { ref environment, .. }) if environment == "staging"
+        ));
+    }
+
+    #[test]
+    fn a_buildspec_with_lines_is_inline() {
+        let text = "version: 0.2\nphases:\n  build:\n    commands: [make]\n";
+        let job = parsed(&job_spec(JOB, &data(&[("Buildspec", text)])).unwrap());
+        assert_eq!(
+            job.buildspec,
+            Some(agent_config::jobspec::Buildspec::Inline(text.into()))
+        );
+        let flow = "{version: 0.2, phases: {build: {commands: [make]}}}";
+        let job = parsed(&job_spec(JOB, &data(&[("Buildspec", flow)])).unwrap());
+        assert_eq!(
+            job.buildspec,
+            Some(agent_config::jobspec::Buildspec::Inline(flow.into()))
+        );
+    }
+
+    #[test]
+    fn configuration_errors_say_which_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("Timeout", "0")], "`Timeout`"),
+            (&[("Timeout", "1441")], "1 to 1440"),
+            (&[("Timeout", "1h")], "`Timeout`"),
+            (&[("Privileged", "yes")], "`Privileged`"),
+            (&[("EnvironmentVariables", "{")], "not a JSON list"),
+            (
+                &[("EnvironmentVariables", "[1]")],
+                "entry 1 is not an object",
+            ),
+            (
+                &[("EnvironmentVariables", r#"[{"name":"A","value":1}]"#)],
+                "`value` string",
+            ),
+            (
+                &[(
+                    "EnvironmentVariables",
+                    r#"[{"name":"A","value":"x","type":"VAULT"}]"#,
+                )],
+                "`VAULT`",
+            ),
+            (
+                &[(
+                    "EnvironmentVariables",
+                    r#"[{"name":"A","value":"x"},{"name":"A","value":"y"}]"#,
+                )],
+                "twice",
+            ),
+            (
+                &[(
+                    "EnvironmentVariables",
+                    r#"[{"name":"A","value":"x","extra":1}]"#,
+                )],
+                "`extra`",
+            ),
+        ];
+        for (config, needle) in cases {
+            let error = job_spec(JOB, &data(config)).unwrap_err();
+            assert!(error.contains(needle), "{config:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn values_the_jobspec_judges_pass_through() {
+        let vars = r#"[{"name":"1BAD","value":"x"}]"#;
+        let spec = job_spec(JOB, &data(&[("EnvironmentVariables", vars)])).unwrap();
+        let error = agent_config::jobspec::parse(spec.to_string().as_bytes()).unwrap_err();
+        assert!(
+            error.render("job").contains("1BAD"),
+            "{}",
+            error.render("job")
+        );
+    }
+
+    #[test]
+    fn ids_stay_in_the_jobspec_alphabet() {
+        assert_eq!(spec_id(JOB), format!("cp-{JOB}"));
+        assert_eq!(safe_name("a/b c"), "a_b_c");
+        assert_eq!(safe_name(".."), "_..");
+        assert_eq!(safe_name(""), "_");
+        assert_eq!(safe_name(&"x".repeat(300)).len(), 120);
+    }
+
+    #[test]
+    fn output_variables_within_codepipeline_rules() {
+        let mut exported = BTreeMap::new();
+        exported.insert("GOOD_1".to_string(), "v".to_string());
+        exported.insert("has.dot".to_string(), "v".to_string());
+        exported.insert("a@b-c".to_string(), "v".to_string());
+        exported.insert("HUGE".to_string(), "x".repeat(OUTPUT_VARIABLES_BYTES));
+        let (kept, left_out) = output_variables(&exported);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["GOOD_1", "a@b-c"]);
+        let names: Vec<&str> = left_out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["HUGE", "has.dot"]);
+        assert!(left_out[0].1.contains("122880"));
+    }
+
+    #[test]
+    fn clip_counts_characters() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "ab…");
+        assert_eq!(clip(&"é".repeat(6000), 5000).chars().count(), 5000);
+    }
+
+    #[test]
+    fn options_follow_codepipeline_names() {
+        let options = CodePipelineOptions {
+            category: CategoryConfig::Build,
+            provider: "AgentBuild".into(),
+            version: "1".into(),
+            poll_interval: Duration::from_secs(30),
+            work_dir: "/tmp/w".into(),
+        };
+        assert!(check_options(&options).is_ok());
+        for (provider, version) in [("", "1"), ("a b", "1"), ("p", "1234567890"), ("p", "")] {
+            let bad = CodePipelineOptions {
+                provider: provider.into(),
+                version: version.into(),
+                ..options.clone()
+            };
+            assert!(matches!(check_options(&bad), Err(SourceError::Fatal(_))));
+        }
+    }
+
+    #[test]
+    fn zips_files_links_and_empty_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("bin")).unwrap();
+        std::fs::create_dir_all(src.join("empty")).unwrap();
+        std::fs::write(src.join("bin/run"), "run").unwrap();
+        std::os::unix::fs::symlink("bin/run", src.join("current")).unwrap();
+        let zip_path = dir.path().join("out.zip");
+        assert_eq!(zip_directory(&src, &zip_path).unwrap(), 4);
+        let out = dir.path().join("out");
+        unpack::unpack(&zip_path, &out).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("bin/run")).unwrap(), "run");
+        assert_eq!(std::fs::read_to_string(out.join("current")).unwrap(), "run");
+        assert!(out.join("empty").is_dir());
+    }
+}

@@ -1,0 +1,963 @@
+//! One delivery from receipt to settlement: read the JobSpec, refuse what the config does
+//! not allow, skip what already has a result, prepare the workspace, run the job as a
+//! child `agent run-local` or `agent deploy-local` (the same code an engineer runs on a
+//! laptop, and a crash in one job cannot take the daemon down), keep the lease, store the
+//! result, and only then settle the delivery.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent_config::Config;
+use agent_config::jobspec::{self, JobKind, JobSource as JobSourceSpec, JobSpec};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use super::metrics::Metrics;
+use super::result::{JobResult, JobStatus};
+use super::source::{Delivery, JobSource};
+use super::state::{JournalEntry, State};
+use super::webhook::{Event, Webhooks};
+
+/// How a running job is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cancel {
+    No,
+    /// SIGTERM to the commands, `finally` runs, the job reports STOPPED.
+    Graceful,
+    /// Everything killed now.
+    Now,
+}
+
+/// A job running now, for `/status.json`.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub job_id: String,
+    pub kind: String,
+    pub source: String,
+    pub started_at: String,
+    pub started: Instant,
+}
+
+pub struct Runner {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub state: State,
+    pub metrics: Arc<Metrics>,
+    /// This binary, run once per job.
+    pub exe: PathBuf,
+    pub running: Mutex<BTreeMap<String, Running>>,
+    pub recent: Mutex<Vec<JobResult>>,
+    /// The fleet's shared result store (`storage.results`), when configured.
+    pub results_s3: Option<aws_sdk_s3::Client>,
+    /// Announces jobs' starts and ends.
+    pub webhooks: Webhooks,
+    /// The agent's own AWS setup (git credentials from Secrets Manager), loaded when a job
+    /// first needs it: an agent that never calls AWS keeps none of the SDK in memory.
+    pub aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
+}
+
+/// What announcing a job's end needs from its run.
+#[derive(Default)]
+struct Announce {
+    /// The job's own `notify.webhook`; the config's applies when it names none.
+    webhook: Option<String>,
+    started_at: Option<String>,
+}
+
+/// How a delivery ended, which decides how it is settled.
+enum Outcome {
+    /// The job already has a result (this agent's, or another's in the shared store).
+    Known(JobResult),
+    /// Final: stored, then the delivery completed.
+    Done(JobResult),
+    /// Not a job, or delivered too often: stored, then rejected.
+    Rejected(JobResult),
+    /// Stopped by a drain: reported, the delivery given back for another run.
+    Released(JobResult),
+}
+
+impl Runner {
+    /// Runs `delivery` to its settlement. `max_receives` is the source's poison limit.
+    pub async fn handle(
+        self: Arc<Self>,
+        source: Arc<dyn JobSource>,
+        delivery: Delivery,
+        max_receives: Option<u32>,
+        cancel: watch::Receiver<Cancel>,
+    ) {
+        let received = Instant::now();
+        let received_at = super::now_rfc3339();
+        let mut entry = JournalEntry {
+            source: source.name().to_string(),
+            handle: delivery.handle.clone(),
+            receive_count: delivery.receive_count,
+            received_at: received_at.clone(),
+            job_id: None,
+            pid: None,
+            workspace: None,
+        };
+        if let Err(e) = self.state.journal(&entry) {
+            tracing::error!(error = %e, "cannot write the job journal; giving the job back");
+            let _ = source.release(&delivery).await;
+            return;
+        }
+        let mut announce = Announce::default();
+        let outcome = self
+            .run(
+                &source,
+                &delivery,
+                &mut entry,
+                &mut announce,
+                max_receives,
+                cancel,
+                received,
+                &received_at,
+            )
+            .await;
+        let settled = match &outcome {
+            Outcome::Known(result) => source.complete(&delivery, result).await,
+            Outcome::Done(result) | Outcome::Rejected(result) => {
+                self.record(result, source.name());
+                // The result is stored before the delivery is settled; if storing fails the
+                // delivery stays leased and comes back, never finished without a result.
+                match self.store(result).await {
+                    Err(e) => {
+                        tracing::error!(job = %result.job_id, error = %e, "cannot store the result; the job will be delivered again");
+                        source.release(&delivery).await
+                    }
+                    Ok(()) => {
+                        self.announce_end(&announce, result);
+                        match &outcome {
+                            Outcome::Rejected(r) => source.reject(&delivery, r).await,
+                            _ => source.complete(&delivery, result).await,
+                        }
+                    }
+                }
+            }
+            Outcome::Released(result) => {
+                self.record(result, source.name());
+                source.release(&delivery).await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::warn!(source = source.name(), delivery = %delivery.name(), error = %e, "cannot settle the delivery");
+        }
+        if let Some(ws) = &entry.workspace {
+            let _ = std::fs::remove_dir_all(ws);
+        }
+        self.state.forget(&entry);
+    }
+
+    fn webhook_url(&self, announce: &Announce) -> Option<String> {
+        announce
+            .webhook
+            .clone()
+            .or_else(|| self.config.borrow().notifications.webhook.clone())
+    }
+
+    fn announce_end(&self, announce: &Announce, result: &JobResult) {
+        if let Some(url) = self.webhook_url(announce) {
+            self.webhooks.notify(
+                &url,
+                Event::Finished {
+                    result,
+                    started_at: announce.started_at.as_deref(),
+                },
+            );
+        }
+    }
+
+    /// Stores the result here and, when the fleet shares a store, in S3.
+    async fn store(&self, result: &JobResult) -> Result<(), String> {
+        self.state.store_result(result)?;
+        let config = self.config.borrow().clone();
+        if let (Some(client), Some(url)) = (&self.results_s3, &config.storage.results) {
+            let json = serde_json::to_vec_pretty(result).map_err(|e| e.to_string())?;
+            client
+                .put_object()
+                .bucket(&url.bucket)
+                .key(result_key(url, &result.job_id))
+                .content_type("application/json")
+                .body(json.into())
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot store the result in {url}: {}",
+                        crate::aws::error_text(&e)
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// A result stored by this agent, or by any agent of the fleet.
+    async fn known_result(&self, job_id: &str) -> Option<JobResult> {
+        if let Some(result) = self.state.result(job_id) {
+            return Some(result);
+        }
+        let config = self.config.borrow().clone();
+        let (client, url) = (self.results_s3.as_ref()?, config.storage.results.as_ref()?);
+        let object = client
+            .get_object()
+            .bucket(&url.bucket)
+            .key(result_key(url, job_id))
+            .send()
+            .await
+            .ok()?;
+        let bytes = object.body.collect().await.ok()?.into_bytes();
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn record(&self, result: &JobResult, source: &str) {
+        let kind = result.kind.as_deref().unwrap_or("unknown");
+        if result.status == JobStatus::Rejected {
+            self.metrics.rejected(source);
+        }
+        self.metrics.job_finished(
+            kind,
+            result.status,
+            Duration::from_millis(result.duration_ms),
+        );
+        tracing::info!(
+            job = %result.job_id,
+            status = result.status.as_str(),
+            duration_ms = result.duration_ms,
+            message = result.message.as_deref().unwrap_or(""),
+            "job finished"
+        );
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.push(result.clone());
+            let excess = recent.len().saturating_sub(20);
+            recent.drain(..excess);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        source: &Arc<dyn JobSource>,
+        delivery: &Delivery,
+        entry: &mut JournalEntry,
+        announce: &mut Announce,
+        max_receives: Option<u32>,
+        cancel: watch::Receiver<Cancel>,
+        received: Instant,
+        received_at: &str,
+    ) -> Outcome {
+        let config = self.config.borrow().clone();
+        let blank = |job_id: &str, status: JobStatus, message: String| JobResult {
+            job_id: job_id.to_string(),
+            kind: None,
+            status,
+            message: Some(message),
+            agent: config.agent.name.clone(),
+            source: source.name().to_string(),
+            received_at: received_at.to_string(),
+            finished_at: super::now_rfc3339(),
+            duration_ms: millis(received.elapsed()),
+            attempts: delivery.receive_count,
+            log: None,
+            artifacts: Vec::new(),
+            exported_variables: BTreeMap::new(),
+            summary: serde_json::Value::Null,
+        };
+        let job = match jobspec::parse(&delivery.body) {
+            Ok(job) => job,
+            Err(e) => {
+                let id = rejected_id(delivery.name());
+                let message = format!("not a valid JobSpec:\n{}", e.render(delivery.name()));
+                return Outcome::Rejected(blank(&id, JobStatus::Rejected, message));
+            }
+        };
+        entry.job_id = Some(job.id.clone());
+        announce.webhook = job.notify.as_ref().map(|n| n.webhook.clone());
+        let kind = match job.kind {
+            JobKind::Build => "build",
+            JobKind::Deploy => "deploy",
+        };
+        let with_kind = |mut r: JobResult| {
+            r.kind = Some(kind.to_string());
+            r
+        };
+        if let Some(done) = self.known_result(&job.id).await {
+            tracing::info!(job = %job.id, "already has a result; acknowledging the delivery without running it again");
+            return Outcome::Known(done);
+        }
+        if let Some(max) = max_receives
+            && delivery.receive_count > max
+        {
+            let message = format!(
+                "delivered {} times without a result (the limit is {max}); not run again",
+                delivery.receive_count
+            );
+            return Outcome::Rejected(with_kind(blank(&job.id, JobStatus::Failed, message)));
+        }
+        let resolved = match jobspec::check_policy(&job, &config) {
+            Ok(resolved) => resolved,
+            Err(refused) => {
+                let message = refused
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Outcome::Done(with_kind(blank(&job.id, JobStatus::Rejected, message)));
+            }
+        };
+        let workspace = config.agent.work_dir.join(&job.id);
+        let _ = std::fs::remove_dir_all(&workspace);
+        entry.workspace = Some(workspace.clone());
+        if let Err(e) = self.state.journal(entry) {
+            return Outcome::Released(with_kind(blank(&job.id, JobStatus::Fault, e)));
+        }
+        let needs_aws =
+            matches!(&job.source, JobSourceSpec::Git(git) if git.credentials_secret.is_some());
+        let aws = if needs_aws {
+            Some(self.aws.get_or_init(|| super::aws_config(&config)).await)
+        } else {
+            None
+        };
+        let fetchers = Fetchers {
+            git_cache: config.agent.state_dir.join("git"),
+            aws,
+        };
+        let prepared =
+            match prepare(&job, &workspace, delivery.attachments.as_deref(), &fetchers).await {
+                Ok(p) => p,
+                Err(message) => {
+                    return Outcome::Done(with_kind(blank(&job.id, JobStatus::Fault, message)));
+                }
+            };
+        let started_at = super::now_rfc3339();
+        announce.started_at = Some(started_at.clone());
+        if let Some(url) = self.webhook_url(announce) {
+            self.webhooks.notify(
+                &url,
+                Event::Started {
+                    job_id: &job.id,
+                    kind,
+                    source: source.name(),
+                    received_at,
+                    started_at: &started_at,
+                },
+            );
+        }
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(
+                job.id.clone(),
+                Running {
+                    job_id: job.id.clone(),
+                    kind: kind.to_string(),
+                    source: source.name().to_string(),
+                    started_at,
+                    started: Instant::now(),
+                },
+            );
+        }
+        self.metrics.job_started();
+        let child = self
+            .run_child(
+                &config, &job, &resolved, &prepared, source, delivery, entry, cancel,
+            )
+            .await;
+        self.metrics.job_ended();
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&job.id);
+        }
+        let mut result = with_kind(blank(&job.id, JobStatus::Fault, String::new()));
+        result.message = None;
+        result.duration_ms = millis(received.elapsed());
+        result.finished_at = super::now_rfc3339();
+        match child {
+            Err(message) => {
+                result.status = JobStatus::Fault;
+                result.message = Some(message);
+                Outcome::Done(result)
+            }
+            Ok(ran) => {
+                fill_from_summary(&mut result, &ran.summary, kind);
+                let kept = self.state.log_path(&job.id);
+                if let Some(log) = find_log(&prepared.log_dir)
+                    && std::fs::copy(&log, &kept).is_ok()
+                {
+                    result.log.get_or_insert_with(|| kept.display().to_string());
+                }
+                if result.summary.is_null() {
+                    result.status = JobStatus::Fault;
+                    result.message = Some(format!(
+                        "the job's process ended without a result ({}): {}",
+                        ran.exit,
+                        ran.stderr_tail.trim()
+                    ));
+                }
+                if ran.cancelled {
+                    result.status = JobStatus::Stopped;
+                    result.message =
+                        Some("stopped by the agent's drain; given back for another run".into());
+                    return Outcome::Released(result);
+                }
+                Outcome::Done(result)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_child(
+        &self,
+        config: &Config,
+        job: &JobSpec,
+        resolved: &jobspec::Resolved,
+        prepared: &Prepared,
+        source: &Arc<dyn JobSource>,
+        delivery: &Delivery,
+        entry: &mut JournalEntry,
+        mut cancel: watch::Receiver<Cancel>,
+    ) -> Result<Ran, String> {
+        let summary_path = prepared.root.join("summary.json");
+        let stderr_path = prepared.root.join("agent.stderr");
+        let args = match job.kind {
+            JobKind::Build => build_args(config, job, resolved, prepared, &summary_path),
+            JobKind::Deploy => {
+                deploy_args(config, job, prepared, &summary_path, delivery.receive_count)
+            }
+        };
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|e| format!("{}: {e}", stderr_path.display()))?;
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .args(&args)
+            .env("AGENT_INSTANCE", &config.agent.name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .current_dir(&prepared.root)
+            // Its own process group: the daemon's SIGTERM (a drain) must not reach the
+            // job; the daemon decides when and how the job stops.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(endpoint) = &config.aws.endpoint_url {
+            command.env("AWS_ENDPOINT_URL", endpoint);
+        }
+        if let Some(region) = &config.aws.region {
+            command.env("AWS_REGION", region);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        entry.pid = child.id();
+        let _ = self.state.journal(entry);
+        let mut stdin = child.stdin.take();
+        if let (Some(pipe), JobKind::Build) = (stdin.as_mut(), job.kind) {
+            let mut env = prepared.env.clone();
+            env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let control = serde_json::json!({ "env": env });
+            let line = format!("{control}\n");
+            if let Err(e) = pipe.write_all(line.as_bytes()).await {
+                return Err(format!("cannot hand the job its environment: {e}"));
+            }
+        }
+        let timeout = resolved.timeout + Duration::from_secs(60);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut heartbeat = source.heartbeat().map(tokio::time::interval);
+        if let Some(beat) = heartbeat.as_mut() {
+            beat.tick().await;
+        }
+        let mut cancelled = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                () = async {
+                    match heartbeat.as_mut() {
+                        Some(beat) => { beat.tick().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    if let Err(e) = source.extend(delivery).await {
+                        tracing::warn!(job = %job.id, error = %e, "cannot extend the lease");
+                    }
+                }
+                changed = cancel.changed() => {
+                    if changed.is_err() { continue; }
+                    let level = *cancel.borrow();
+                    match level {
+                        Cancel::No => {}
+                        Cancel::Graceful => {
+                            cancelled = true;
+                            // The end of its standard input is the child's stop signal.
+                            drop(stdin.take());
+                            if job.kind == JobKind::Deploy {
+                                signal_group(child.id(), nix::sys::signal::Signal::SIGTERM);
+                            }
+                        }
+                        Cancel::Now => {
+                            cancelled = true;
+                            signal_group(child.id(), nix::sys::signal::Signal::SIGKILL);
+                        }
+                    }
+                }
+                () = &mut deadline => {
+                    // The build enforces its own timeout; this one catches a child that hangs.
+                    signal_group(child.id(), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        };
+        let exit = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let summary = std::fs::read(&summary_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let stderr_tail = std::fs::read_to_string(&stderr_path)
+            .map(|s| tail(&s, 2000))
+            .unwrap_or_default();
+        Ok(Ran {
+            exit,
+            summary,
+            stderr_tail,
+            cancelled,
+        })
+    }
+}
+
+struct Ran {
+    exit: String,
+    summary: serde_json::Value,
+    stderr_tail: String,
+    cancelled: bool,
+}
+
+/// The job's directories.
+struct Prepared {
+    root: PathBuf,
+    /// The source: a directory, or a URL the child fetches itself.
+    source: String,
+    buildspec: Option<PathBuf>,
+    log_dir: PathBuf,
+    /// Variables the source sets (`CODEBUILD_SOURCE_REPO_URL` and the versions for git).
+    env: BTreeMap<String, String>,
+}
+
+/// What preparing a workspace needs from the agent.
+struct Fetchers<'a> {
+    git_cache: PathBuf,
+    aws: Option<&'a aws_config::SdkConfig>,
+}
+
+async fn prepare(
+    job: &JobSpec,
+    root: &Path,
+    attached: Option<&Path>,
+    fetchers: &Fetchers<'_>,
+) -> Result<Prepared, String> {
+    let mut env = BTreeMap::new();
+    let src = root.join("src");
+    let log_dir = root.join("logs");
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
+    if let Some(dir) = attached {
+        // A source that fetched the job's input itself (CodePipeline) hands it over.
+        std::fs::rename(dir, &src)
+            .map_err(|e| format!("cannot take the job's input from {}: {e}", dir.display()))?;
+    } else {
+        std::fs::create_dir_all(&src)
+            .map_err(|e| format!("cannot create {}: {e}", src.display()))?;
+    }
+    let source = match &job.source {
+        _ if attached.is_some() => src.display().to_string(),
+        JobSourceSpec::Inline(inline) => {
+            for (name, text) in &inline.files {
+                let relative = crate::source::unpack::enclosed(name)
+                    .ok_or_else(|| format!("inline file `{name}` leaves the source"))?;
+                let path = src.join(relative);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            src.display().to_string()
+        }
+        JobSourceSpec::S3(s3) => s3.url.to_string(),
+        JobSourceSpec::Git(git) => {
+            let credentials = match &git.credentials_secret {
+                Some(secret) => Some(git_credentials(secret, fetchers.aws).await?),
+                None => None,
+            };
+            let request = crate::source::git_fetch::GitRequest {
+                url: &git.url,
+                git_ref: git.git_ref.as_deref(),
+                depth: git.depth,
+                submodules: git.submodules,
+                credentials: credentials.as_ref(),
+            };
+            // The checkout must be a new directory.
+            let _ = std::fs::remove_dir(&src);
+            let fetched = crate::source::git_fetch::fetch(&fetchers.git_cache, &request, &src)
+                .await
+                .map_err(|e| format!("cannot fetch the git source: {e}"))?;
+            env.insert("CODEBUILD_SOURCE_REPO_URL".into(), git.url.clone());
+            env.insert(
+                "CODEBUILD_SOURCE_VERSION".into(),
+                git.git_ref
+                    .clone()
+                    .unwrap_or_else(|| fetched.commit.clone()),
+            );
+            env.insert("CODEBUILD_RESOLVED_SOURCE_VERSION".into(), fetched.commit);
+            src.display().to_string()
+        }
+        JobSourceSpec::Https(https) => {
+            crate::source::https::fetch(
+                &https.url,
+                https.sha256.as_deref(),
+                &src,
+                &crate::source::https::FetchLimits::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            src.display().to_string()
+        }
+    };
+    let buildspec = match job.buildspec() {
+        Some(jobspec::Buildspec::Inline(text)) => {
+            let path = root.join("buildspec.inline.yml");
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(path)
+        }
+        Some(jobspec::Buildspec::Path(path)) => {
+            let relative = crate::source::unpack::enclosed(&path)
+                .ok_or_else(|| format!("the buildspec path `{path}` leaves the source"))?;
+            if source.starts_with("s3://") {
+                Some(relative)
+            } else {
+                Some(src.join(relative))
+            }
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        root: root.to_path_buf(),
+        source,
+        buildspec,
+        log_dir,
+        env,
+    })
+}
+
+/// Git credentials from Secrets Manager: a JSON object with `username` and `token`, or
+/// `username`, `ssh_private_key` and optionally `passphrase`; a plain string is a token.
+/// The value stays in memory.
+async fn git_credentials(
+    secret: &str,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<crate::source::git_fetch::GitCredentials, String> {
+    use crate::source::git_fetch::GitCredentials;
+    let aws =
+        aws.ok_or("git credentials come from Secrets Manager, and this agent has no AWS setup")?;
+    let value = aws_sdk_secretsmanager::Client::new(aws)
+        .get_secret_value()
+        .secret_id(secret)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot read the git credentials secret {secret}: {}",
+                crate::aws::error_text(&e)
+            )
+        })?;
+    let text = value
+        .secret_string()
+        .ok_or_else(|| format!("the git credentials secret {secret} has no string value"))?;
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(text)
+    else {
+        return Ok(GitCredentials::Token {
+            username: "git".into(),
+            token: text.to_string(),
+        });
+    };
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let username = field("username").unwrap_or_else(|| "git".into());
+    match (field("token"), field("ssh_private_key")) {
+        (Some(token), _) => Ok(GitCredentials::Token { username, token }),
+        (None, Some(private_key)) => Ok(GitCredentials::SshKey {
+            username,
+            private_key,
+            passphrase: field("passphrase"),
+        }),
+        (None, None) => Err(format!(
+            "the git credentials secret {secret} has neither `token` nor `ssh_private_key`"
+        )),
+    }
+}
+
+fn build_args(
+    config: &Config,
+    job: &JobSpec,
+    resolved: &jobspec::Resolved,
+    prepared: &Prepared,
+    summary: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["run-local".into()];
+    if let Some(buildspec) = &prepared.buildspec {
+        args.push(buildspec.display().to_string());
+    }
+    let mut flag = |name: &str, value: String| {
+        args.push(name.to_string());
+        args.push(value);
+    };
+    flag("--source", prepared.source.clone());
+    flag("--executor", "docker".into());
+    flag("--summary", summary.display().to_string());
+    flag("--log-dir", prepared.log_dir.display().to_string());
+    flag("--build-id", job.id.clone());
+    flag(
+        "--timeout",
+        format!("{}s", resolved.timeout.as_secs().max(1)),
+    );
+    // As the job wrote it: the allow-list already checked its normalised form.
+    let image = job
+        .image
+        .clone()
+        .unwrap_or_else(|| config.jobs.default_image.clone());
+    flag("--image", image);
+    flag("--memory", config.jobs.memory.to_string());
+    flag("--cpus", config.jobs.cpus.to_string());
+    flag("--pids-limit", config.jobs.pids.to_string());
+    flag(
+        "--cache-dir",
+        config.agent.state_dir.join("cache").display().to_string(),
+    );
+    match (&resolved.artifacts, &job.artifacts) {
+        (Some(url), spec) => {
+            flag("--artifacts", url.to_string());
+            if let Some(spec) = spec {
+                if spec.packaging == jobspec::Packaging::Zip {
+                    flag("--artifacts-packaging", "zip".into());
+                }
+                if spec.namespace == jobspec::Namespace::BuildId {
+                    flag("--artifacts-namespace", "build-id".into());
+                }
+                if let Some(key) = &spec.kms_key_id {
+                    flag("--artifacts-kms-key-id", key.clone());
+                }
+            }
+        }
+        (None, _) => flag(
+            "--artifacts",
+            prepared.root.join("artifacts").display().to_string(),
+        ),
+    }
+    if let Some(logs) = &config.storage.logs {
+        flag("--logs", logs.to_string());
+    }
+    if let Some(cache) = job
+        .cache
+        .as_ref()
+        .map(|c| &c.s3)
+        .or(config.storage.cache.as_ref())
+    {
+        flag("--cache", cache.to_string());
+    }
+    if let Some(role) = &resolved.role {
+        flag("--role-arn", role.arn.as_str().to_string());
+        if let Some(id) = &role.external_id {
+            flag("--external-id", id.clone());
+        }
+        for (k, v) in &role.session_tags {
+            flag("--session-tag", format!("{k}={v}"));
+        }
+    }
+    if let Some(profile) = &config.aws.profile {
+        flag("--profile", profile.clone());
+    }
+    if let Some(region) = &config.aws.region {
+        flag("--region", region.clone());
+    }
+    if resolved.privileged {
+        args.push("--privileged".into());
+    }
+    args.push("--quiet".into());
+    args.push("--control-stdin".into());
+    args
+}
+
+fn deploy_args(
+    config: &Config,
+    job: &JobSpec,
+    prepared: &Prepared,
+    summary: &Path,
+    attempt: u32,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["deploy-local".into()];
+    let mut flag = |name: &str, value: String| {
+        args.push(name.to_string());
+        args.push(value);
+    };
+    flag("--bundle", prepared.source.clone());
+    flag("--root", config.deploy.root.display().to_string());
+    flag("--summary", summary.display().to_string());
+    flag("--max-revisions", config.deploy.max_revisions.to_string());
+    // A redelivered job is a new deployment of the same revision.
+    let id = if attempt > 1 {
+        format!("{}.{attempt}", job.id)
+    } else {
+        job.id.clone()
+    };
+    flag("--deployment-id", id);
+    for dir in &config.deploy.allowed_destinations {
+        flag("--allow-destination", dir.display().to_string());
+    }
+    if let Some(deploy) = &job.deploy {
+        flag("--application-name", deploy.application_name.clone());
+        flag("--deployment-group", deploy.deployment_group.clone());
+        let behavior = match deploy.file_exists_behavior {
+            jobspec::FileExistsBehavior::Disallow => "DISALLOW",
+            jobspec::FileExistsBehavior::Overwrite => "OVERWRITE",
+            jobspec::FileExistsBehavior::Retain => "RETAIN",
+        };
+        flag("--file-exists-behavior", behavior.into());
+        if let Some(appspec) = &deploy.appspec {
+            flag("--appspec", appspec.clone());
+        }
+        if let Some(events) = &deploy.events {
+            let names: Vec<&str> = events
+                .iter()
+                .map(|e| {
+                    jobspec::LifecycleEvent::NAMES[jobspec::LifecycleEvent::ALL
+                        .iter()
+                        .position(|x| x == e)
+                        .unwrap_or(0)]
+                })
+                .collect();
+            flag("--events", names.join(","));
+        }
+        if deploy.rollback_on_failure {
+            args.push("--rollback-on-failure".into());
+        }
+        if deploy.traffic {
+            args.push("--traffic".into());
+        }
+        if deploy.ignore_application_stop_failures {
+            args.push("--ignore-application-stop-failures".into());
+        }
+    }
+    if let Some(profile) = &config.aws.profile {
+        args.push("--profile".into());
+        args.push(profile.clone());
+    }
+    if let Some(region) = &config.aws.region {
+        args.push("--region".into());
+        args.push(region.clone());
+    }
+    args.push("--quiet".into());
+    args
+}
+
+/// Reads a run-local or deploy-local summary into the result.
+fn fill_from_summary(result: &mut JobResult, summary: &serde_json::Value, kind: &str) {
+    if summary.is_null() {
+        return;
+    }
+    let status = summary["status"].as_str().unwrap_or("");
+    result.status = match (kind, status) {
+        (_, "SUCCEEDED" | "Succeeded") => JobStatus::Succeeded,
+        (_, "TIMED_OUT") => JobStatus::TimedOut,
+        (_, "STOPPED") => JobStatus::Stopped,
+        (_, "FAULT") => JobStatus::Fault,
+        _ => JobStatus::Failed,
+    };
+    if result.status != JobStatus::Succeeded {
+        let message = summary["message"].as_str().map(str::to_string).or_else(|| {
+            summary["phases"].as_array().and_then(|phases| {
+                phases.iter().find(|p| p["status"] != "SUCCEEDED").map(|p| {
+                    format!(
+                        "{} {}: {}",
+                        p["phase"].as_str().unwrap_or("?"),
+                        p["status"].as_str().unwrap_or("?"),
+                        p["message"].as_str().unwrap_or("")
+                    )
+                })
+            })
+        });
+        result.message = message;
+    }
+    if let Some(vars) = summary["exported_variables"].as_object() {
+        for (k, v) in vars {
+            if let Some(v) = v.as_str() {
+                result.exported_variables.insert(k.clone(), v.to_string());
+            }
+        }
+    }
+    if let Some(artifacts) = summary["artifacts"].as_array() {
+        result.artifacts = artifacts
+            .iter()
+            .filter_map(|a| a["location"].as_str().map(str::to_string))
+            .collect();
+    }
+    if let Some(log) = summary["log"].as_str() {
+        result.log = Some(log.to_string());
+    }
+    result.summary = summary.clone();
+}
+
+fn find_log(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+}
+
+fn signal_group(pid: Option<u32>, signal: nix::sys::signal::Signal) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
+    }
+}
+
+fn result_key(url: &agent_config::values::S3Url, job_id: &str) -> String {
+    let prefix = url.key.trim_end_matches('/');
+    if prefix.is_empty() {
+        format!("{job_id}.json")
+    } else {
+        format!("{prefix}/{job_id}.json")
+    }
+}
+
+/// A result id for a message that has none: its handle, made safe for a file name.
+fn rejected_id(handle: &str) -> String {
+    let clean: String = handle
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("rejected-{}", clean.trim_start_matches('.'))
+}
+
+fn tail(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut cut = text.len() - limit;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    text[cut..].to_string()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,266 @@
+//! The spool directory: zero-infrastructure dispatch. A dispatcher drops `<name>.json` into
+//! `inbox/` (written elsewhere and renamed in, so it is never read half-written); an agent
+//! claims it by renaming it into its own `claimed/<agent>/`, which only one agent can win,
+//! even with several agents sharing the directory. The result lands in `done/<name>.json`;
+//! a file that is not a job moves to `rejected/` beside its result.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use notify::Watcher;
+use tokio::sync::Notify;
+
+use super::result::JobResult;
+use super::source::{Delivery, JobSource, SourceError};
+
+pub struct SpoolSource {
+    name: String,
+    root: PathBuf,
+    claimed: PathBuf,
+    wake: std::sync::Arc<Notify>,
+    /// Kept alive for the notifications; dropping it stops them.
+    _watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    poll: Duration,
+}
+
+impl SpoolSource {
+    /// Opens (creating) the spool at `root` for agent `agent`.
+    pub fn open(root: &Path, agent: &str) -> Result<Self, SourceError> {
+        let claimed = root.join("claimed").join(agent);
+        for dir in [
+            root.join("inbox"),
+            claimed.clone(),
+            root.join("done"),
+            root.join("rejected"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                SourceError::Fatal(format!(
+                    "cannot create the spool directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let wake = std::sync::Arc::new(Notify::new());
+        let notify_wake = std::sync::Arc::clone(&wake);
+        // Without inotify (some network filesystems) the periodic scan still finds jobs.
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Only arrivals: the agent's own scans open the directory, and waking on those
+            // would scan again at once, for ever.
+            if event.is_ok_and(|e| e.kind.is_create() || e.kind.is_modify()) {
+                notify_wake.notify_one();
+            }
+        })
+        .and_then(|mut w| {
+            w.watch(&root.join("inbox"), notify::RecursiveMode::NonRecursive)
+                .map(|()| w)
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "no file notifications for the spool; scanning every second");
+                None
+            }
+        };
+        Ok(SpoolSource {
+            name: format!("spool:{}", root.display()),
+            root: root.to_path_buf(),
+            claimed,
+            wake,
+            _watcher: Mutex::new(watcher),
+            poll: Duration::from_secs(1),
+        })
+    }
+
+    /// Files claimed by this agent that were never settled (the agent stopped): put back
+    /// in the inbox for a new delivery.
+    pub fn release_all_claimed(&self) -> Vec<String> {
+        let mut released = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.claimed) else {
+            return released;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if std::fs::rename(entry.path(), self.root.join("inbox").join(&name)).is_ok() {
+                released.push(name.to_string_lossy().into_owned());
+            }
+        }
+        released
+    }
+
+    fn try_claim(&self) -> Result<Option<Delivery>, SourceError> {
+        let inbox = self.root.join("inbox");
+        let entries = std::fs::read_dir(&inbox)
+            .map_err(|e| SourceError::Transient(format!("cannot read {}: {e}", inbox.display())))?;
+        let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".json") && !name.starts_with('.')
+            })
+            .map(|e| {
+                let at = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (at, e.path())
+            })
+            .collect();
+        candidates.sort();
+        for (_, path) in candidates {
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            let claimed = self.claimed.join(name);
+            // Another agent may have won this one; try the next.
+            if std::fs::rename(&path, &claimed).is_err() {
+                continue;
+            }
+            let body = std::fs::read(&claimed).map_err(|e| {
+                SourceError::Transient(format!("cannot read {}: {e}", claimed.display()))
+            })?;
+            let handle = name.to_string_lossy().into_owned();
+            // A job dropped again after an agent restart counts its earlier delivery.
+            let receive_count = 1 + u32::from(self.root.join("done").join(&handle).exists());
+            return Ok(Some(Delivery {
+                handle,
+                body,
+                receive_count,
+                attachments: None,
+            }));
+        }
+        Ok(None)
+    }
+
+    fn write_result(&self, delivery: &Delivery, result: &JobResult) -> Result<(), SourceError> {
+        let json =
+            serde_json::to_vec_pretty(result).map_err(|e| SourceError::Fatal(e.to_string()))?;
+        let done = self.root.join("done").join(&delivery.handle);
+        crate::deploy::root::write_atomically(&done, &json)
+            .map_err(|e| SourceError::Transient(e.to_string()))
+    }
+}
+
+impl JobSource for SpoolSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next(&self) -> BoxFuture<'_, Result<Option<Delivery>, SourceError>> {
+        Box::pin(async move {
+            // A short window: a poll holds one of the agent's job slots, which the other
+            // sources wait for in turn.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                // Register for the wake-up before scanning, so a file dropped during the
+                // scan is not missed.
+                let notified = self.wake.notified();
+                if let Some(delivery) = self.try_claim()? {
+                    return Ok(Some(delivery));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                let _ = tokio::time::timeout(self.poll, notified).await;
+            }
+        })
+    }
+
+    fn heartbeat(&self) -> Option<Duration> {
+        None
+    }
+
+    fn extend<'a>(&'a self, _delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        result: &'a JobResult,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            self.write_result(delivery, result)?;
+            match std::fs::remove_file(self.claimed.join(&delivery.handle)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(SourceError::Transient(e.to_string())),
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            std::fs::rename(
+                self.claimed.join(&delivery.handle),
+                self.root.join("inbox").join(&delivery.handle),
+            )
+            .map_err(|e| {
+                SourceError::Transient(format!("cannot put {} back: {e}", delivery.handle))
+            })
+        })
+    }
+
+    fn reject<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        result: &'a JobResult,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            self.write_result(delivery, result)?;
+            let _ = std::fs::rename(
+                self.claimed.join(&delivery.handle),
+                self.root.join("rejected").join(&delivery.handle),
+            );
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_claim_per_file_and_release_puts_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SpoolSource::open(dir.path(), "a").unwrap();
+        let b = SpoolSource::open(dir.path(), "b").unwrap();
+        std::fs::write(dir.path().join("inbox/job-1.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("inbox/.partial.json"), "{").unwrap();
+        std::fs::write(dir.path().join("inbox/notes.txt"), "").unwrap();
+        let got = a.try_claim().unwrap().unwrap();
+        assert_eq!(got.handle, "job-1.json");
+        assert!(b.try_claim().unwrap().is_none());
+        a.release(&got).await.unwrap();
+        let again = b.try_claim().unwrap().unwrap();
+        assert_eq!(again.handle, "job-1.json");
+        assert!(dir.path().join("claimed/b/job-1.json").exists());
+        assert_eq!(b.release_all_claimed(), vec!["job-1.json".to_string()]);
+        assert!(dir.path().join("inbox/job-1.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_file_wakes_the_poll_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SpoolSource::open(dir.path(), "a").unwrap();
+        let inbox = dir.path().join("inbox");
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let tmp = inbox.join(".job.json.tmp");
+            std::fs::write(&tmp, "{}").unwrap();
+            std::fs::rename(&tmp, inbox.join("job.json")).unwrap();
+            std::time::Instant::now()
+        });
+        let got = spool.next().await.unwrap().unwrap();
+        let dropped = writer.await.unwrap();
+        assert_eq!(got.handle, "job.json");
+        assert!(
+            dropped.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            dropped.elapsed()
+        );
+    }
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Figures for `agent daemon` on this machine:
+#   idle RSS and idle CPU      after the daemon has sat with an empty spool for a while
+#   pickup latency (spool)     from a job file renamed into inbox/ to its first command
+#                              starting, beside the cost of starting a container at all
+#   pickup latency (SQS)       from SendMessage to the first command (needs moto_server)
+#   throughput                 100 one-command jobs through the spool at concurrency 2
+# Usage: tests/bench/daemon.sh [IMAGE]   (default: agent-busybox:latest)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+IMAGE=${1:-agent-busybox:latest}
+JOBS=${JOBS:-100}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build -q --release -p agent
+AGENT="$CARGO_TARGET_DIR/release/agent"
+docker image inspect "$IMAGE" >/dev/null 2>&1 || bash images/busybox/build.sh
+
+work=$(mktemp -d)
+daemon_pid=
+moto_pid=
+cleanup() {
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
+  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true
+  docker ps -aq --filter "label=agent.instance=bench-daemon" | xargs -r docker rm -f >/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+now_ms() { date +%s%3N; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+
+sqs_source=
+if command -v moto_server >/dev/null; then
+  moto_port=$(free_port)
+  moto_server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
+  moto_pid=$!
+  export AWS_ACCESS_KEY_ID=AKIABENCH AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$moto_port") 2>/dev/null && break; sleep 0.1; done
+  queue_url=$(python3 -c "import boto3; print(boto3.client('sqs', endpoint_url='http://127.0.0.1:$moto_port').create_queue(QueueName='bench')['QueueUrl'])")
+  sqs_source="[aws]
+region = \"us-east-1\"
+endpoint_url = \"http://127.0.0.1:$moto_port\"
+[[sources]]
+type = \"sqs\"
+queue_url = \"$queue_url\"
+wait_time = \"20s\""
+fi
+
+cat > "$work/agent.toml" <<TOML
+version = 1
+[agent]
+name = "bench-daemon"
+work_dir = "$work/work"
+state_dir = "$work/state"
+concurrency = 2
+metrics_address = "127.0.0.1:$port"
+[jobs]
+default_image = "$IMAGE"
+[[sources]]
+type = "spool"
+path = "$work/spool"
+$sqs_source
+TOML
+
+"$AGENT" daemon --config "$work/agent.toml" 2>"$work/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 100); do "$AGENT" status --address "127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.1; done
+
+job() { # job ID COMMAND
+  printf '{"version":1,"id":"%s","kind":"build","source":{"type":"inline","files":{"buildspec.yml":"version: 0.2\\nphases:\\n  build:\\n    commands:\\n      - %s\\n"}}}' "$1" "$2"
+}
+drop() { # drop ID COMMAND
+  job "$1" "$2" > "$work/spool/inbox/.$1"
+  mv "$work/spool/inbox/.$1" "$work/spool/inbox/$1.json"
+}
+wait_result() { # wait_result FILE
+  for _ in $(seq 6000); do [ -f "$1" ] && return 0; sleep 0.01; done
+  echo "no result $1" >&2; cat "$work/daemon.log" >&2; return 1
+}
+# The time of the first "Running command" line of a job's log, in ms since the epoch.
+first_command_ms() {
+  local line
+  line=$(grep -m1 'Running command' "$work/state/logs/$1.log")
+  date -u -d "$(echo "$line" | awk '{print $2, $3}')" +%s%3N
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# Idle figures.
+sleep 5
+rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$daemon_pid/status)
+cpu_ticks() { awk '{print $14 + $15}' /proc/$daemon_pid/stat; }
+t0=$(cpu_ticks); sleep 10; t1=$(cpu_ticks)
+hz=$(getconf CLK_TCK)
+idle_cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN {printf "%.2f", 100 * d / hz / 10}')
+
+# Container start alone, for comparison.
+container_ms=$(for i in $(seq 5); do s=$(now_ms); docker run --rm "$IMAGE" true; e=$(now_ms); echo $((e - s)); done | median)
+
+# Pickup latency through the spool.
+latencies=()
+for i in $(seq 10); do
+  drop "lat-$i" true
+  dropped=$(now_ms)
+  wait_result "$work/spool/done/lat-$i.json"
+  latencies+=($(( $(first_command_ms "lat-$i") - dropped )))
+done
+spool_ms=$(printf '%s\n' "${latencies[@]}" | median)
+
+sqs_ms="n/a (moto_server not installed)"
+if [ -n "$sqs_source" ]; then
+  latencies=()
+  for i in $(seq 5); do
+    job "sqs-$i" true > "$work/sqs-$i.json"
+    sent=$(python3 -c "
+import boto3, time
+boto3.client('sqs', endpoint_url='http://127.0.0.1:$moto_port').send_message(QueueUrl='$queue_url', MessageBody=open('$work/sqs-$i.json').read())
+print(int(time.time() * 1000))")
+    wait_result "$work/state/results/sqs-$i.json"
+    latencies+=($(( $(first_command_ms "sqs-$i") - sent )))
+  done
+  sqs_ms="$(printf '%s\n' "${latencies[@]}" | median) ms"
+fi
+
+# Throughput: all jobs dropped at once.
+start=$(now_ms)
+for i in $(seq "$JOBS"); do drop "tp-$i" true; done
+for i in $(seq "$JOBS"); do wait_result "$work/spool/done/tp-$i.json"; done
+took=$(( $(now_ms) - start ))
+failed=$(grep -L '"status": "SUCCEEDED"' "$work"/spool/done/tp-*.json | wc -l)
+per_min=$(awk -v n="$JOBS" -v ms="$took" 'BEGIN {printf "%.1f", n * 60000 / ms}')
+
+echo "idle RSS:                      $((rss_kb / 1024)) MB ($rss_kb kB)          target < 15 MB"
+echo "idle CPU:                      ${idle_cpu}% of one core over 10 s"
+echo "container start (docker run):  ${container_ms} ms (median of 5)"
+echo "pickup latency, spool:         ${spool_ms} ms to the first command (median of 10); beyond a container start: $((spool_ms - container_ms)) ms   target < 100 ms"
+echo "pickup latency, SQS:           ${sqs_ms} to the first command (median of 5)   target < 1000 ms"
+echo "throughput:                    $JOBS one-command jobs in ${took} ms = ${per_min} jobs/min at concurrency 2 ($failed not SUCCEEDED)   target >= 60"

@@ -1,0 +1,1105 @@
+//! `agent daemon` end to end: jobs dropped in a spool directory (and sent over SQS) run in
+//! containers to exactly one result each; refused and malformed jobs; a killed daemon
+//! restarted; drains; reloads.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{agent, busybox_image};
+use serde_json::{Value, json};
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    name: String,
+    port: u16,
+    child: Option<Child>,
+    extra: String,
+}
+
+/// The daemon tests run one at a time: each starts daemons that run containers, and a
+/// fleet of them sharing two cores with another test's would measure the machine, not the
+/// agent.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Daemon {
+    fn start(extra: &str) -> Daemon {
+        busybox_image();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut daemon = Daemon {
+            dir: tempfile::tempdir().unwrap(),
+            name: format!("test-{}", &uuid_like()[..12]),
+            port,
+            child: None,
+            extra: extra.to_string(),
+        };
+        daemon.write_config(extra);
+        daemon.launch();
+        daemon
+    }
+
+    fn write_config(&self, extra: &str) {
+        let d = self.dir.path().display();
+        // A fleet on one small machine: one job per agent, or they only fight for the cores.
+        let concurrency = if extra.contains("fleet-") { 1 } else { 2 };
+        let config = format!(
+            "version = 1\n[agent]\nname = \"{name}\"\nwork_dir = \"{d}/work\"\nstate_dir = \"{d}/state\"\nconcurrency = {concurrency}\ndrain_timeout = \"20s\"\nmetrics_address = \"127.0.0.1:{port}\"\n\
+             [jobs]\ndefault_image = \"agent-busybox:latest\"\nallowed_images = [\"agent-busybox:*\"]\n\
+             [roles]\nallowed = [\"arn:aws:iam::123456789012:role/deploy-*\"]\n\
+             [deploy]\nroot = \"{d}/deploy-root\"\nallowed_destinations = [\"{d}/apps\"]\n\
+             [[sources]]\ntype = \"spool\"\npath = \"{d}/spool\"\n{extra}\n",
+            name = self.name,
+            port = self.port,
+        );
+        fs::write(self.dir.path().join("agent.toml"), config).unwrap();
+    }
+
+    fn launch(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let aws = if self.extra.contains("[aws]") {
+            common::aws_env()
+        } else {
+            Vec::new()
+        };
+        let child = agent()
+            .args(["daemon", "--config"])
+            .arg(self.dir.path().join("agent.toml"))
+            .envs(aws)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        // Ready when its status answers.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.status().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = agent()
+            .args([
+                "status",
+                "--json",
+                "--address",
+                &format!("127.0.0.1:{}", self.port),
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Drops a job as a dispatcher would: written aside, renamed into the inbox.
+    fn submit(&self, name: &str, job: &Value) {
+        let inbox = self.path("spool/inbox");
+        fs::create_dir_all(&inbox).unwrap();
+        let tmp = inbox.join(format!(".{name}.tmp"));
+        fs::write(&tmp, serde_json::to_vec(job).unwrap()).unwrap();
+        fs::rename(tmp, inbox.join(format!("{name}.json"))).unwrap();
+    }
+
+    fn submit_raw(&self, name: &str, body: &str) {
+        let inbox = self.path("spool/inbox");
+        let tmp = inbox.join(format!(".{name}.tmp"));
+        fs::write(&tmp, body).unwrap();
+        fs::rename(tmp, inbox.join(format!("{name}.json"))).unwrap();
+    }
+
+    fn result(&self, name: &str, timeout: Duration) -> Value {
+        let path = self.path(&format!("spool/done/{name}.json"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(text) = fs::read_to_string(&path) {
+                return serde_json::from_str(&text).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result for {name}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=agent.instance={}", self.name),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn job_processes(&self) -> Vec<u32> {
+        let marker = self.dir.path().display().to_string();
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains(&marker)
+                            && (c.contains("run-local") || c.contains("deploy-local"))
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in self.job_processes() {
+            let _ = Command::new("kill")
+                .args(["-9", &format!("-{pid}")])
+                .status();
+        }
+        for id in self.containers() {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+fn build_job(id: &str, commands: &[&str]) -> Value {
+    let buildspec = format!(
+        "version: 0.2\nenv:\n  exported-variables: [GREETING]\nphases:\n  build:\n    commands:\n{}\n    finally:\n      - echo finally ran > /codebuild/output/finally-$CODEBUILD_BUILD_ID\n",
+        commands
+            .iter()
+            .map(|c| format!("      - {c}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    json!({
+        "version": 1,
+        "id": id,
+        "kind": "build",
+        "source": {"type": "inline", "files": {"buildspec.yml": buildspec}},
+        "env": {"NAME": "world"}
+    })
+}
+
+#[test]
+fn spool_jobs_run_to_one_result_each() {
+    let _serial = serial();
+    let daemon = Daemon::start("");
+    daemon.submit(
+        "job-a",
+        &build_job("job-a", &["echo hello $NAME", "export GREETING=hi-$NAME"]),
+    );
+    daemon.submit("job-b", &build_job("job-b", &["echo failing", "exit 3"]));
+    let a = daemon.result("job-a", Duration::from_secs(60));
+    let b = daemon.result("job-b", Duration::from_secs(60));
+    assert_eq!(a["status"], "SUCCEEDED", "{a:#}");
+    assert_eq!(a["exported_variables"]["GREETING"], "hi-world");
+    assert_eq!(a["agent"], daemon.name.as_str());
+    let log = fs::read_to_string(a["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("hello world"), "{log}");
+    assert_eq!(b["status"], "FAILED");
+    assert!(
+        b["message"].as_str().unwrap().contains("BUILD FAILED"),
+        "{b:#}"
+    );
+    // Results are also kept by job id in the state directory; workspaces are gone.
+    assert!(daemon.path("state/results/job-a.json").is_file());
+    assert!(fs::read_dir(daemon.path("work")).unwrap().next().is_none());
+    assert!(daemon.containers().is_empty());
+    let status = daemon.status().unwrap();
+    assert_eq!(status["counts"]["SUCCEEDED"], 1);
+    assert_eq!(status["counts"]["FAILED"], 1);
+    let metrics = http_get(daemon.port, "/metrics");
+    assert!(
+        metrics.contains("agent_jobs_total{kind=\"build\",status=\"SUCCEEDED\"} 1"),
+        "{metrics}"
+    );
+
+    // The same job delivered again is acknowledged with its result, not run again.
+    daemon.submit(
+        "job-a",
+        &build_job("job-a", &["echo hello $NAME", "export GREETING=again"]),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let again = daemon.result("job-a", Duration::from_secs(30));
+    assert_eq!(again["exported_variables"]["GREETING"], "hi-world");
+    assert_eq!(again["received_at"], a["received_at"]);
+    assert!(!daemon.path("spool/inbox/job-a.json").exists());
+}
+
+#[test]
+fn malformed_and_refused_jobs_never_run() {
+    let _serial = serial();
+    let daemon = Daemon::start("");
+    daemon.submit_raw(
+        "garbage",
+        "{\"version\": 1, \"id\": \"x\", \"source\": {\"type\": \"inline\", \"files\": {}},\n  \"kind\": \"bild\"}",
+    );
+    let garbage = daemon.result("garbage", Duration::from_secs(20));
+    assert_eq!(garbage["status"], "REJECTED");
+    let message = garbage["message"].as_str().unwrap();
+    assert!(
+        message.contains("garbage.json:2:11") && message.contains("bild"),
+        "{message}"
+    );
+    assert!(daemon.path("spool/rejected/garbage.json").exists());
+
+    let mut role = build_job("job-role", &["echo never"]);
+    role["role"] = json!({"arn": "arn:aws:iam::123456789012:role/admin"});
+    daemon.submit("job-role", &role);
+    let mut image = build_job("job-image", &["echo never"]);
+    image["image"] = json!("evil.example.com/miner:latest");
+    daemon.submit("job-image", &image);
+    let mut privileged = build_job("job-priv", &["echo never"]);
+    privileged["privileged"] = json!(true);
+    daemon.submit("job-priv", &privileged);
+    for (name, field) in [
+        ("job-role", "role"),
+        ("job-image", "image"),
+        ("job-priv", "privileged"),
+    ] {
+        let result = daemon.result(name, Duration::from_secs(20));
+        assert_eq!(result["status"], "REJECTED", "{name}: {result:#}");
+        let message = result["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("refused `{field}")),
+            "{name}: {message}"
+        );
+        assert!(result["log"].is_null(), "{name} ran");
+    }
+    assert!(daemon.containers().is_empty());
+}
+
+#[test]
+fn a_killed_daemon_cleans_up_and_the_job_runs_again_to_one_result() {
+    let _serial = serial();
+    let mut daemon = Daemon::start("");
+    daemon.submit(
+        "job-slow",
+        &build_job("job-slow", &["sleep 4", "export GREETING=done"]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.containers().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the job never started:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.signal("KILL");
+    daemon.wait_exit(Duration::from_secs(5));
+    // Its job process is killed hard too (as by an OOM kill of the whole service).
+    for pid in daemon.job_processes() {
+        let _ = Command::new("kill")
+            .args(["-9", &format!("-{pid}")])
+            .status();
+    }
+    assert!(
+        !daemon.containers().is_empty(),
+        "the container outlives the daemon"
+    );
+    daemon.launch();
+    let result = daemon.result("job-slow", Duration::from_secs(60));
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    assert_eq!(result["exported_variables"]["GREETING"], "done");
+    let done: Vec<_> = fs::read_dir(daemon.path("spool/done")).unwrap().collect();
+    assert_eq!(done.len(), 1, "exactly one result");
+    assert!(daemon.containers().is_empty(), "{:?}", daemon.containers());
+    assert!(
+        daemon.log().contains("cleaned up after the previous run"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn sigterm_drains_and_a_stopped_job_goes_back_to_the_inbox() {
+    let _serial = serial();
+    let mut daemon = Daemon::start("");
+    daemon.submit(
+        "job-quick",
+        &build_job("job-quick", &["sleep 2", "export GREETING=drained"]),
+    );
+    wait_running(&daemon, 1);
+    daemon.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // Draining: no new job is taken.
+    daemon.submit("job-late", &build_job("job-late", &["echo late"]));
+    let status = daemon.wait_exit(Duration::from_secs(40));
+    assert!(status.success(), "{status}");
+    let result = daemon.result("job-quick", Duration::from_secs(1));
+    assert_eq!(result["status"], "SUCCEEDED");
+    assert!(
+        daemon.path("spool/inbox/job-late.json").exists(),
+        "the late job waits"
+    );
+
+    // With a drain shorter than the job: it is stopped, `finally` runs, and it goes back.
+    daemon.write_config("");
+    let config = fs::read_to_string(daemon.path("agent.toml"))
+        .unwrap()
+        .replace("drain_timeout = \"20s\"", "drain_timeout = \"1s\"");
+    fs::write(daemon.path("agent.toml"), config).unwrap();
+    fs::remove_file(daemon.path("spool/inbox/job-late.json")).unwrap();
+    daemon.launch();
+    daemon.submit("job-long", &build_job("job-long", &["sleep 60"]));
+    wait_running(&daemon, 1);
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status}");
+    assert!(
+        daemon.path("spool/inbox/job-long.json").exists(),
+        "given back:\n{}",
+        daemon.log()
+    );
+    assert!(!daemon.path("spool/done/job-long.json").exists());
+    assert!(
+        daemon.log().contains("stopped by the agent's drain"),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.containers().is_empty());
+    assert!(daemon.job_processes().is_empty());
+}
+
+#[test]
+fn sighup_reloads_what_can_change_live() {
+    let _serial = serial();
+    let daemon = Daemon::start("");
+    assert_eq!(daemon.status().unwrap()["concurrency"], 2);
+    let config = fs::read_to_string(daemon.path("agent.toml"))
+        .unwrap()
+        .replace("concurrency = 2", "concurrency = 5");
+    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.status().unwrap()["concurrency"] != 5 {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Editing the file is enough: the daemon watches it.
+    let config = fs::read_to_string(daemon.path("agent.toml"))
+        .unwrap()
+        .replace("concurrency = 5", "concurrency = 3");
+    let tmp = daemon.path("agent.toml.new");
+    fs::write(&tmp, config).unwrap();
+    fs::rename(&tmp, daemon.path("agent.toml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.status().unwrap()["concurrency"] != 3 {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken config is not taken; the daemon keeps running on the old one.
+    fs::write(
+        daemon.path("agent.toml"),
+        "version = 1\n[agent]\nconcurrency = 0\n",
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(daemon.status().unwrap()["concurrency"], 3);
+    assert!(
+        daemon.log().contains("the config was not reloaded"),
+        "{}",
+        daemon.log()
+    );
+    let readyz = http_get(daemon.port, "/readyz");
+    assert!(
+        readyz.contains("ok") || readyz.contains("ready"),
+        "{readyz}"
+    );
+}
+
+#[test]
+fn a_deploy_job_runs_the_appspec_lifecycle() {
+    let _serial = serial();
+    let daemon = Daemon::start("");
+    let apps = daemon.path("apps");
+    fs::create_dir_all(&apps).unwrap();
+    let mut files = serde_json::Map::new();
+    files.insert(
+        "appspec.yml".into(),
+        json!(format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}/web\nhooks:\n  AfterInstall:\n    - location: hooks/after.sh\n",
+            apps.display()
+        )),
+    );
+    files.insert("app/index.html".into(), json!("<h1>v1</h1>\n"));
+    files.insert(
+        "hooks/after.sh".into(),
+        json!(format!(
+            "#!/bin/sh\necho \"$LIFECYCLE_EVENT $DEPLOYMENT_ID $APPLICATION_NAME\" > {}/hook.out\n",
+            apps.display()
+        )),
+    );
+    let job = json!({
+        "version": 1,
+        "id": "deploy-web-1",
+        "kind": "deploy",
+        "source": {"type": "inline", "files": files},
+        "deploy": {"application_name": "web", "deployment_group": "prod"}
+    });
+    daemon.submit("deploy-web-1", &job);
+    let result = daemon.result("deploy-web-1", Duration::from_secs(30));
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    assert_eq!(result["kind"], "deploy");
+    assert_eq!(
+        fs::read_to_string(apps.join("web/index.html")).unwrap(),
+        "<h1>v1</h1>\n"
+    );
+    assert_eq!(
+        fs::read_to_string(apps.join("hook.out")).unwrap(),
+        "AfterInstall deploy-web-1 web\n"
+    );
+    assert_eq!(result["summary"]["deployment_group_name"], "prod");
+}
+
+#[test]
+fn config_check_reports_every_problem_with_its_position() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    fs::write(
+        &path,
+        "version = 1\n[agent]\nconcurrency = 0\n[jobs]\ndefault_timout = \"1h\"\n",
+    )
+    .unwrap();
+    let out = agent()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("agent.toml:5:1"), "{stderr}");
+    assert!(stderr.contains("default_timeout"), "did-you-mean: {stderr}");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/agent.toml");
+    let out = agent()
+        .args(["config", "check"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wait_running(daemon: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = daemon
+            .status()
+            .map(|s| s["running"].as_array().map_or(0, Vec::len))
+            .unwrap_or(0);
+        if running >= n && !daemon.containers().is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job running:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn sqs_jobs_run_and_poison_messages_go_to_the_dead_letter_queue() {
+    let _serial = serial();
+    let queue = format!("jobs-{}", &uuid_like()[..10]);
+    let urls = common::boto3(&format!(
+        "sqs = boto3.client('sqs', **kw)\nq = sqs.create_queue(QueueName='{queue}')['QueueUrl']\nd = sqs.create_queue(QueueName='{queue}-dlq')['QueueUrl']\nprint(q)\nprint(d)"
+    ));
+    let mut lines = urls.lines();
+    let (queue_url, dlq_url) = (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    );
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\ndead_letter_queue_url = \"{dlq_url}\"\n",
+        common::moto()
+    );
+    // The [aws] table must come before the sources.
+    let daemon = Daemon::start(&extra);
+    let job = build_job("sqs-job-1", &["export GREETING=from-sqs"]);
+    let body = daemon.path("job.json");
+    fs::write(&body, serde_json::to_vec(&job).unwrap()).unwrap();
+    common::boto3(&format!(
+        "sqs = boto3.client('sqs', **kw)\nsqs.send_message(QueueUrl='{queue_url}', MessageBody=open('{}').read())\nsqs.send_message(QueueUrl='{queue_url}', MessageBody='not a job')",
+        body.display()
+    ));
+    let path = daemon.path("state/results/sqs-job-1.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "no result:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    assert_eq!(result["exported_variables"]["GREETING"], "from-sqs");
+    assert!(
+        result["source"].as_str().unwrap().starts_with("sqs:"),
+        "{result:#}"
+    );
+    // The queue is empty; the malformed message is in the dead-letter queue with its reason.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = common::boto3(&format!(
+            "sqs = boto3.client('sqs', **kw)\na = sqs.get_queue_attributes(QueueUrl='{queue_url}', AttributeNames=['All'])['Attributes']\nd = sqs.get_queue_attributes(QueueUrl='{dlq_url}', AttributeNames=['All'])['Attributes']\nprint(int(a['ApproximateNumberOfMessages']) + int(a['ApproximateNumberOfMessagesNotVisible']), d['ApproximateNumberOfMessages'])"
+        ));
+        if left == "0 1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue/dlq: {left}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let reason = common::boto3(&format!(
+        "sqs = boto3.client('sqs', **kw)\nm = sqs.receive_message(QueueUrl='{dlq_url}', MessageAttributeNames=['All'])['Messages'][0]\nprint(m['Body'])\nprint(m['MessageAttributes']['agent-reject-reason']['StringValue'])"
+    ));
+    assert!(reason.starts_with("not a job\n"), "{reason}");
+    assert!(reason.contains("not a valid JobSpec"), "{reason}");
+}
+
+#[test]
+fn three_daemons_share_one_queue_and_each_job_has_one_result() {
+    let _serial = serial();
+    const JOBS: usize = 60;
+    let queue = format!("fleet-{}", &uuid_like()[..10]);
+    let queue_url = common::boto3(&format!(
+        "print(boto3.client('sqs', **kw).create_queue(QueueName='{queue}')['QueueUrl'])"
+    ));
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"60s\"\n",
+        common::moto()
+    );
+    let fleet: Vec<Daemon> = (0..3).map(|_| Daemon::start(&extra)).collect();
+    let jobs = fleet[0].path("fleet-jobs");
+    fs::create_dir_all(&jobs).unwrap();
+    for i in 0..JOBS {
+        let job = build_job(
+            &format!("fleet-{i}"),
+            &[&format!("export GREETING=job-{i}")],
+        );
+        fs::write(
+            jobs.join(format!("{i}.json")),
+            serde_json::to_vec(&job).unwrap(),
+        )
+        .unwrap();
+    }
+    common::boto3(&format!(
+        "import os\nsqs = boto3.client('sqs', **kw)\nnames = sorted(os.listdir('{d}'))\nfor i in range(0, len(names), 10):\n    sqs.send_message_batch(QueueUrl='{queue_url}', Entries=[{{'Id': str(j), 'MessageBody': open(os.path.join('{d}', n)).read()}} for j, n in enumerate(names[i:i + 10])])",
+        d = jobs.display()
+    ));
+    let results = || -> Vec<(usize, Value)> {
+        fleet
+            .iter()
+            .enumerate()
+            .flat_map(|(n, d)| {
+                fs::read_dir(d.path("state/results"))
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            // Results are written aside and renamed in: only whole ones count.
+                            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                            .filter_map(|e| {
+                                let bytes = fs::read(e.path()).ok()?;
+                                Some((n, serde_json::from_slice(&bytes).unwrap()))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while results().len() < JOBS {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {JOBS} results",
+            results().len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let all = results();
+    assert_eq!(all.len(), JOBS, "no job ran twice to completion");
+    let mut ids: Vec<String> = all
+        .iter()
+        .map(|(_, r)| r["job_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), JOBS, "every job has exactly one result");
+    for (_, result) in &all {
+        assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+        let id = result["job_id"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("fleet-");
+        assert_eq!(
+            result["exported_variables"]["GREETING"],
+            format!("job-{id}")
+        );
+    }
+    let per_daemon: Vec<usize> = (0..3)
+        .map(|n| all.iter().filter(|(d, _)| *d == n).count())
+        .collect();
+    assert!(
+        per_daemon.iter().filter(|n| **n > 0).count() >= 2,
+        "the work was shared: {per_daemon:?}"
+    );
+    let left = common::boto3(&format!(
+        "a = boto3.client('sqs', **kw).get_queue_attributes(QueueUrl='{queue_url}', AttributeNames=['All'])['Attributes']\nprint(int(a['ApproximateNumberOfMessages']) + int(a['ApproximateNumberOfMessagesNotVisible']))"
+    ));
+    assert_eq!(left, "0", "every message deleted");
+    for daemon in &fleet {
+        assert!(daemon.containers().is_empty());
+    }
+}
+
+#[test]
+fn a_fleet_shares_results_through_s3_so_a_job_runs_once() {
+    let _serial = serial();
+    let bucket = format!("results-{}", &uuid_like()[..10]);
+    common::boto3(&format!(
+        "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
+    ));
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[storage]\nresults = \"s3://{bucket}/fleet\"\n# sqs-less: credentials for S3 come from the environment\n",
+        common::moto()
+    );
+    let first = Daemon::start(&extra);
+    let second = Daemon::start(&extra);
+    first.submit(
+        "shared-1",
+        &build_job("shared-1", &["export GREETING=once"]),
+    );
+    let done = first.result("shared-1", Duration::from_secs(60));
+    assert_eq!(done["status"], "SUCCEEDED");
+    let stored = common::boto3(&format!(
+        "print(boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='fleet/shared-1.json')['Body'].read().decode())"
+    ));
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["agent"], first.name.as_str());
+    // The same job reaching another agent of the fleet is acknowledged with that result.
+    second.submit(
+        "shared-1",
+        &build_job("shared-1", &["export GREETING=twice"]),
+    );
+    let again = second.result("shared-1", Duration::from_secs(30));
+    assert_eq!(again["agent"], first.name.as_str(), "{again:#}");
+    assert_eq!(again["exported_variables"]["GREETING"], "once");
+    assert!(
+        !second.path("state/results/shared-1.json").exists(),
+        "it did not run there"
+    );
+}
+
+/// A one-thread HTTP server on loopback: answers every request with `body` and keeps what
+/// it was sent (method, path, headers and body as text).
+fn http_server(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut request = vec![0u8; length];
+            let _ = reader.read_exact(&mut request);
+            keep.lock()
+                .unwrap()
+                .push(format!("{head}\n{}", String::from_utf8_lossy(&request)));
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn webhooks_announce_jobs_and_https_sources_are_fetched() {
+    let _serial = serial();
+    // The source: a tarball served over HTTP on loopback.
+    let src = tempfile::tempdir().unwrap();
+    fs::write(
+        src.path().join("buildspec.yml"),
+        "version: 0.2\nenv:\n  exported-variables: [FROM]\nphases:\n  build:\n    commands:\n      - export FROM=$(cat origin.txt)\n",
+    )
+    .unwrap();
+    fs::write(src.path().join("origin.txt"), "tarball").unwrap();
+    let tarball = src.path().join("app.tgz");
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(src.path())
+        .args(["buildspec.yml", "origin.txt"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (files_url, _) = http_server(fs::read(&tarball).unwrap());
+    let (hook_url, seen) = http_server(b"ok".to_vec());
+    let daemon = Daemon::start(&format!(
+        "[notifications]\nwebhook = \"{hook_url}/hooks/agent?token=s3cr3t\"\n"
+    ));
+    let job = json!({
+        "version": 1,
+        "id": "https-1",
+        "kind": "build",
+        "source": {"type": "https", "url": format!("{files_url}/app.tgz")}
+    });
+    daemon.submit("https-1", &job);
+    let result = daemon.result("https-1", Duration::from_secs(60));
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    assert_eq!(result["exported_variables"]["FROM"], "tarball");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "webhooks: {:?}\n{}",
+            seen.lock().unwrap(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let requests = seen.lock().unwrap().clone();
+    assert!(
+        requests[0].starts_with("POST /hooks/agent?token=s3cr3t"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[0].contains("\"event\":\"job.started\""),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[1].contains("\"event\":\"job.finished\""),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        requests[1].contains("\"status\":\"SUCCEEDED\"")
+            && requests[1].contains("\"job_id\":\"https-1\""),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        !daemon.log().contains("s3cr3t"),
+        "the webhook's token is never logged"
+    );
+}
+
+#[test]
+fn a_git_source_is_checked_out_at_its_commit() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&work, &["init", "-q"]);
+    fs::write(
+        work.join("buildspec.yml"),
+        "version: 0.2\nenv:\n  exported-variables: [COMMIT, REPO, BRANCH_FILE]\nphases:\n  build:\n    commands:\n      - export COMMIT=$CODEBUILD_RESOLVED_SOURCE_VERSION REPO=$CODEBUILD_SOURCE_REPO_URL\n      - export BRANCH_FILE=$(cat which.txt)\n",
+    )
+    .unwrap();
+    fs::write(work.join("which.txt"), "main").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-qm", "first"]);
+    let commit = git(&work, &["rev-parse", "HEAD"]);
+    git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            "served/repo.git",
+        ],
+    );
+    // Smart HTTP through git's own CGI program, as a forge serves it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("python3")
+        .args(["-c", GIT_HTTP_SERVER, &port.to_string()])
+        .current_dir(root.path().join("served"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the git server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let daemon = Daemon::start("");
+    let job = json!({
+        "version": 1,
+        "id": "git-1",
+        "kind": "build",
+        "source": {"type": "git", "url": url, "ref": "main", "depth": 1}
+    });
+    daemon.submit("git-1", &job);
+    let result = daemon.result("git-1", Duration::from_secs(60));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    assert_eq!(result["exported_variables"]["COMMIT"], commit.as_str());
+    assert_eq!(result["exported_variables"]["REPO"], url.as_str());
+    assert_eq!(result["exported_variables"]["BRANCH_FILE"], "main");
+    // The mirror is kept for the next job of this repository.
+    assert!(
+        fs::read_dir(daemon.path("state/git/mirrors"))
+            .unwrap()
+            .next()
+            .is_some()
+    );
+}
+
+/// `git http-backend` behind a small HTTP/1.1 server (libgit2 sends chunked bodies, which
+/// Python's own CGI handler does not read).
+const GIT_HTTP_SERVER: &str = r#"
+import http.server, os, subprocess, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                chunk = self.rfile.read(size + 2)
+                if size == 0:
+                    return data
+                data += chunk[:size]
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+    def handle_one(self):
+        path, _, query = self.path.partition("?")
+        data = self.body()
+        env = dict(os.environ, GIT_PROJECT_ROOT=os.getcwd(), GIT_HTTP_EXPORT_ALL="1",
+                   REQUEST_METHOD=self.command, PATH_INFO=path, QUERY_STRING=query,
+                   CONTENT_TYPE=self.headers.get("Content-Type", ""), CONTENT_LENGTH=str(len(data)),
+                   REMOTE_ADDR="127.0.0.1")
+        out = subprocess.run(["git", "http-backend"], input=data, env=env, capture_output=True).stdout
+        head, _, content = out.partition(b"\r\n\r\n")
+        status = "200 OK"
+        headers = []
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = value.strip()
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response_only(int(status.split()[0]), status.partition(" ")[2])
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+    do_GET = do_POST = handle_one
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+#[test]
+fn a_codepipeline_job_runs_and_reports_its_outputs() {
+    use common::codepipeline_fake::{ActionType, ArtifactAt, Fake, NewJob};
+    let _serial = serial();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(Fake::start(Some(common::moto())));
+    let bucket = format!("pipeline-{}", &uuid_like()[..10]);
+    let input = fs::File::create(std::env::temp_dir().join(format!("{bucket}.zip"))).unwrap();
+    let mut zip = zip::ZipWriter::new(input);
+    zip.start_file("buildspec.yml", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(
+        &mut zip,
+        b"version: 0.2\nenv:\n  exported-variables: [IMAGE_TAG]\nphases:\n  build:\n    commands:\n      - export IMAGE_TAG=v-$CODEPIPELINE_SOURCE_REVISION\n      - mkdir -p out && echo built > out/app.txt\nartifacts:\n  base-directory: out\n  files: ['**/*']\n",
+    )
+    .unwrap();
+    zip.finish().unwrap();
+    common::boto3(&format!(
+        "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='{bucket}')\ns3.upload_file('{}', '{bucket}', 'web/SourceArti/abc123.zip')",
+        std::env::temp_dir().join(format!("{bucket}.zip")).display()
+    ));
+    let action = ActionType::new("Build", "AgentBuild", "1");
+    fake.register(&action);
+    let mut source = ArtifactAt::new("SourceOutput", &bucket, "web/SourceArti/abc123.zip");
+    source.revision = Some("abc123".to_string());
+    let job_id = fake.add_job(NewJob::new(action).input(source).output(ArtifactAt::new(
+        "BuildOutput",
+        &bucket,
+        "web/BuildOutp/out.zip",
+    )));
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"codepipeline\"\ncategory = \"Build\"\nprovider = \"AgentBuild\"\nversion = \"1\"\npoll_interval = \"1s\"\n",
+        fake.url()
+    );
+    let daemon = Daemon::start(&extra);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while fake.results().is_empty() {
+        assert!(Instant::now() < deadline, "no report:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reported = &fake.results()[0];
+    assert!(
+        reported.succeeded(),
+        "{}\n{}",
+        reported.message(),
+        daemon.log()
+    );
+    assert_eq!(
+        reported
+            .output_variables()
+            .get("IMAGE_TAG")
+            .map(String::as_str),
+        Some("v-abc123")
+    );
+    let listing = common::boto3(&format!(
+        "import zipfile, io\ns3 = boto3.client('s3', **kw)\nz = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket='{bucket}', Key='web/BuildOutp/out.zip')['Body'].read()))\nprint(sorted(z.namelist()), z.read('app.txt').decode().strip())"
+    ));
+    assert_eq!(listing, "['app.txt'] built");
+    let stored = daemon.path(&format!("state/results/cp-{job_id}.json"));
+    assert!(stored.exists(), "the result is stored under the job id");
+    drop(daemon);
+    drop(runtime);
+}
