@@ -85,21 +85,12 @@ fn read_request_line(client: &mut TcpStream) -> Option<Vec<u8>> {
 
 /// Closes with SO_LINGER 0: the kernel answers with RST whatever was read.
 fn reset(client: TcpStream) {
-    use std::os::fd::AsRawFd;
+    use nix::sys::socket::{setsockopt, sockopt::Linger};
     let linger = nix::libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: a valid socket descriptor and a correctly sized `linger` value.
-    unsafe {
-        nix::libc::setsockopt(
-            client.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            nix::libc::SO_LINGER,
-            (&linger as *const nix::libc::linger).cast(),
-            std::mem::size_of::<nix::libc::linger>() as nix::libc::socklen_t,
-        );
-    }
+    let _ = setsockopt(&client, Linger, &linger);
     drop(client);
 }
 
