@@ -466,6 +466,7 @@ impl Runner {
             beat.tick().await;
         }
         let mut cancelled = false;
+        let mut overdue = false;
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
@@ -498,8 +499,11 @@ impl Runner {
                         }
                     }
                 }
-                () = &mut deadline => {
+                () = &mut deadline, if !overdue => {
                     // The build enforces its own timeout; this one catches a child that hangs.
+                    // A completed sleep is ready at every poll: fire once, then wait for the exit.
+                    overdue = true;
+                    tracing::warn!(job = %job.id, timeout_s = timeout.as_secs(), "the job outlived its timeout; killing it");
                     signal_group(child.id(), nix::sys::signal::Signal::SIGKILL);
                 }
             }
