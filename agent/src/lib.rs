@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod deploy_local;
 pub mod exec;
 pub mod exit;
+pub mod job_check;
 pub mod logs;
 pub mod run_local;
 pub mod source;

@@ -537,11 +537,18 @@ impl fmt::Display for Rendered<'_> {
 
 /// Reads and checks the config file at `path`; problems are reported against the path.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, &path.display().to_string())
+    let origin = path.display().to_string();
+    match String::from_utf8(bytes) {
+        Ok(text) => parse(&text, &origin),
+        Err(e) => Err(ConfigError::Invalid {
+            origin,
+            problems: crate::diag::not_utf8(e.as_bytes(), e.utf8_error(), "TOML files"),
+        }),
+    }
 }
 
 /// Parses and checks config text; `origin` names it in problems (usually the file path).

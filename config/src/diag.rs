@@ -184,9 +184,23 @@ pub(crate) fn suggest(word: &str, candidates: &[&str]) -> String {
     }
 }
 
+/// The problem of bytes that are not UTF-8, at the first bad byte.
+pub(crate) fn not_utf8(bytes: &[u8], e: std::str::Utf8Error, what: &str) -> Vec<Problem> {
+    // The prefix up to the bad byte is valid UTF-8 by definition.
+    let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or("");
+    let mut p = Problems::new(valid);
+    p.push(
+        valid.len(),
+        "",
+        "the text is not UTF-8",
+        Some(format!("{what} are UTF-8 text; save the file as UTF-8")),
+    );
+    p.finish()
+}
+
 /// A serde error message made friendlier: unknown fields and variants get a did-you-mean,
 /// Rust type names become words.
-pub(crate) fn explain_serde(message: &str) -> (String, Option<String>) {
+pub(crate) fn explain_serde(message: &str, format: Format) -> (String, Option<String>) {
     for what in ["field", "variant"] {
         let marker = format!("unknown {what} `");
         let Some(rest) = message.strip_prefix(&marker) else {
@@ -223,7 +237,65 @@ pub(crate) fn explain_serde(message: &str) -> (String, Option<String>) {
     for (from, to) in words {
         message = message.replace(from, to);
     }
-    (message, None)
+    // The reader's own type names (`struct WireSource`) mean nothing to whoever wrote the file.
+    if let Some(at) = message.find("expected struct ") {
+        message.replace_range(at.., &format!("expected {}", format.object()));
+    }
+    let hint = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once("expected "))
+        .map(|(_, expected)| type_hint(expected, format));
+    (message, hint)
+}
+
+/// The text format a message came in, for wording hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    Toml,
+}
+
+impl Format {
+    fn object(self) -> &'static str {
+        match self {
+            Format::Json => "an object `{ … }`",
+            Format::Toml => "a table",
+        }
+    }
+}
+
+/// How to write a value of the expected type.
+fn type_hint(expected: &str, format: Format) -> String {
+    let (json, toml) = match expected {
+        e if e.starts_with("a string") => (
+            "put the value in double quotes: `\"…\"`",
+            "put the value in double quotes: `key = \"…\"`",
+        ),
+        e if e.contains("integer") || e.starts_with("a number") => (
+            "write a number without quotes, e.g. `30`",
+            "write a number without quotes, e.g. `key = 30`",
+        ),
+        e if e.starts_with("a boolean") => (
+            "write `true` or `false`, without quotes",
+            "write `key = true` or `key = false`, without quotes",
+        ),
+        e if e.starts_with("a sequence") => (
+            "write a list: `[\"a\", \"b\"]`",
+            "write a list: `key = [\"a\", \"b\"]`",
+        ),
+        e if e.starts_with("a map") || e.starts_with("an object") || e.starts_with("a table") => (
+            "write an object of fields: `{\"name\": …}`",
+            "write a table: a `[name]` header with `key = value` lines under it",
+        ),
+        _ => (
+            "see docs/jobspec.md for what this field takes",
+            "see docs/config.md for what this field takes",
+        ),
+    };
+    match format {
+        Format::Json => json.to_string(),
+        Format::Toml => toml.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -244,11 +316,16 @@ mod tests {
 
     #[test]
     fn unknown_fields_get_a_suggestion() {
-        let (message, hint) =
-            explain_serde("unknown field `concurency`, expected `name` or `concurrency`");
+        let (message, hint) = explain_serde(
+            "unknown field `concurency`, expected `name` or `concurrency`",
+            Format::Toml,
+        );
         assert_eq!(message, "unknown field `concurency`");
         assert_eq!(hint.as_deref(), Some("did you mean `concurrency`?"));
-        let (_, hint) = explain_serde("unknown variant `zzz`, expected `plain` or `json`");
+        let (_, hint) = explain_serde(
+            "unknown variant `zzz`, expected `plain` or `json`",
+            Format::Toml,
+        );
         assert_eq!(hint.as_deref(), Some("expected one of: `plain`, `json`"));
     }
 }

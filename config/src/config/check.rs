@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::raw::{RawConfig, RawSource, VersionProbe};
 use super::*;
 use crate::allow::{ImagePattern, ImageRef, RoleArn, RolePattern};
-use crate::diag::{Problem, Problems, article, explain_serde, suggest};
+use crate::diag::{Format, Problem, Problems, article, explain_serde, suggest};
 use crate::values::{
     PlainHttp, S3Url, Scalar, check_absolute_dir, check_external_id, check_label, format_duration,
     parse_duration, parse_size, parse_web_url,
@@ -71,7 +71,14 @@ fn versions() -> String {
 }
 
 fn toml_problem(mut problems: Problems<'_>, e: &toml::de::Error) -> Vec<Problem> {
-    let (message, hint) = explain_serde(e.message().trim());
+    let (message, hint) = explain_serde(e.message().trim(), Format::Toml);
+    // What is neither a type nor a field problem is TOML syntax.
+    let hint = hint.or_else(|| {
+        Some(
+            "this is not valid TOML here: write `key = value` with strings in double quotes, and tables as `[name]`"
+                .to_string(),
+        )
+    });
     // TOML's syntax messages run over several lines; one line reads better after a position.
     let message = message
         .lines()

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::wire::{WireDeploy, WireJob, WireRole, WireSource};
 use super::*;
 use crate::allow::PARTITIONS;
-use crate::diag::{Problem, Problems, article, explain_serde};
+use crate::diag::{Format, Problem, Problems, article, explain_serde};
 use crate::json_index::JsonIndex;
 use crate::values::{
     PlainHttp, check_env_name, check_external_id, check_git_ref, check_git_url, check_label,
@@ -32,18 +32,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<JobSpec, Vec<Problem>> {
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
-        Err(e) => {
-            // The prefix up to the bad byte is valid UTF-8 by definition.
-            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or("");
-            let mut p = Problems::new(valid);
-            p.push(
-                valid.len(),
-                "",
-                "the message is not UTF-8",
-                Some("JSON messages are UTF-8 text".into()),
-            );
-            return Err(p.finish());
-        }
+        Err(e) => return Err(crate::diag::not_utf8(bytes, e, "JSON messages")),
     };
     let mut p = Problems::new(text);
     let document: serde_json::Value = match serde_json::from_str(text) {
@@ -136,7 +125,7 @@ fn json_problem(
         Some(i) => &raw[..i],
         None => raw.as_str(),
     };
-    let (message, hint) = explain_serde(message);
+    let (message, hint) = explain_serde(message, Format::Json);
     let mut offset = p.lines().offset_of(e.line(), e.column());
     if let Some(index) = index {
         let better = if message.starts_with("unknown field") {
