@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Work with JobSpec job messages.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Show what a running daemon is doing (from its `/status.json`).
     Status {
         /// The daemon's metrics address, `host:port`; default: read from the config.
@@ -110,6 +115,23 @@ enum ConfigCommand {
     Schema {
         #[arg(value_enum, default_value_t = SchemaKind::Config)]
         kind: SchemaKind,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCommand {
+    /// Check JobSpec files as the daemon checks the messages it receives: every problem
+    /// with file:line:column and a hint.
+    ///
+    /// With `--config`, also whether that agent's config allows each job (role, image,
+    /// privileged mode, timeout). Exits 0 when every file is valid, 2 when one is not.
+    Check {
+        /// Files to check; `-` reads standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// An agent's config file to hold the jobs against.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -184,6 +206,9 @@ pub fn run() -> ExitCode {
             }
             exit::SUCCESS
         }
+        Command::Job {
+            command: JobCommand::Check { files, config },
+        } => crate::job_check::run(&files, config.as_deref()),
         Command::Status {
             address,
             config,
