@@ -22,7 +22,7 @@ use super::artifacts::{ArtifactSpec, copy_into, select};
 use super::shell::Shell;
 use super::summary::{ArtifactRecord, BuildStatus, PhaseRecord, ReportRecord, Summary};
 use super::{BuildRequest, cache, env, reports};
-use crate::exec::{Executor, ShellSpec, Signal};
+use crate::exec::{Ending, Executor, ShellSpec, Signal};
 use crate::logs::Log;
 
 /// What the user asked for with Ctrl-C (or the daemon with a cancellation).
@@ -43,6 +43,8 @@ enum Flow {
     Finalize,
     Stopped,
     TimedOut,
+    /// The environment is gone (FAULT): only FINALIZING's bookkeeping is left.
+    Fault,
 }
 
 enum Outcome {
@@ -61,6 +63,8 @@ pub struct Build<'a, E: Executor> {
     cwd: String,
     succeeding: bool,
     failed: bool,
+    /// Why the build's environment can run nothing more, once it is gone.
+    lost: Option<String>,
     records: Vec<PhaseRecord>,
     current: Option<(&'static str, Instant)>,
     stop: watch::Receiver<Stop>,
@@ -89,6 +93,7 @@ impl<'a, E: Executor> Build<'a, E> {
             cwd: executor.src_dir().to_string(),
             succeeding: true,
             failed: false,
+            lost: None,
             records: Vec::new(),
             current: None,
             stop,
@@ -125,7 +130,7 @@ impl<'a, E: Executor> Build<'a, E> {
                 self.abandon(BuildStatus::Stopped, "Build stopped").await;
                 BTreeMap::new()
             }
-            Flow::Stopped => BTreeMap::new(),
+            Flow::Stopped | Flow::Fault => BTreeMap::new(),
             Flow::Upload | Flow::Finalize => self.exported_variables().await,
         };
         if matches!(flow, Flow::Upload) {
@@ -136,6 +141,7 @@ impl<'a, E: Executor> Build<'a, E> {
         let status = match flow {
             Flow::TimedOut => BuildStatus::TimedOut,
             Flow::Stopped => BuildStatus::Stopped,
+            Flow::Fault => BuildStatus::Fault,
             _ if self.failed => BuildStatus::Failed,
             _ => BuildStatus::Succeeded,
         };
@@ -176,7 +182,12 @@ impl<'a, E: Executor> Build<'a, E> {
             if self.stopping() {
                 return Flow::Stopped;
             }
-            match self.run_phase(name, phase).await {
+            let outcome = self.run_phase(name, phase).await;
+            if self.lost.is_some() {
+                self.failed = true;
+                return Flow::Fault;
+            }
+            match outcome {
                 Outcome::Succeeded => {}
                 Outcome::Stopped => return Flow::Stopped,
                 Outcome::Failed(_) => {
@@ -223,7 +234,7 @@ impl<'a, E: Executor> Build<'a, E> {
             let matches = regex
                 .as_ref()
                 .is_none_or(|re| re.is_match(message) || re.is_match(&output));
-            if attempt >= *count || !matches || self.stopping() {
+            if attempt >= *count || !matches || self.stopping() || self.lost.is_some() {
                 break outcome;
             }
             attempt += 1;
@@ -264,7 +275,7 @@ impl<'a, E: Executor> Build<'a, E> {
             }
         }
         for command in &phase.finally {
-            if self.stop_now() {
+            if self.stop_now() || self.lost.is_some() {
                 break;
             }
             if let Err(message) = self.command(&command.text, &user).await {
@@ -308,8 +319,23 @@ impl<'a, E: Executor> Build<'a, E> {
             "Command did not exit successfully {text} exit status {}",
             finished.exit_code
         ));
+        let why = match self.executor.explain_exit(finished.exit_code).await {
+            Some(Ending::Killed(why)) => {
+                self.log.agent(&format!("Command was killed: {why}"));
+                format!(" ({why})")
+            }
+            Some(Ending::Lost(why)) => {
+                self.log.agent(&format!(
+                    "The build environment is gone: {why}; no further commands can run"
+                ));
+                self.shell = None;
+                self.lost = Some(why.clone());
+                format!(" ({why})")
+            }
+            None => String::new(),
+        };
         Err(format!(
-            "Error while executing command: {text}. Reason: exit status {}",
+            "Error while executing command: {text}. Reason: exit status {}{why}",
             finished.exit_code
         ))
     }

@@ -21,7 +21,7 @@ use clap::ValueEnum;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{Chunk, ExecError, Executor, ShellHandle, ShellSpec, Signal};
+use super::{Chunk, Ending, ExecError, Executor, ShellHandle, ShellSpec, Signal};
 use crate::logs::Log;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,11 +57,19 @@ pub struct DockerExecutor {
     src_dir: String,
     secondary: Vec<(String, String)>,
     base_env: Vec<(String, String)>,
+    memory_bytes: u64,
+    /// OOM kills already explained, so that each is reported once.
+    oom_kills_seen: tokio::sync::Mutex<u64>,
 }
 
 /// Keeps the container alive; ignores TERM so that stopping the build's commands leaves the
 /// container up for `finally`.
 const KEEPER: &str = "trap '' TERM INT HUP; while :; do sleep 3600; done";
+
+/// Capabilities of Docker's default set that builds do not need and an attacker in a
+/// build would: raw sockets (spoofing on the bridge), device nodes, audit records, and file
+/// capabilities. Package installs, `chown`, `su` and `chroot` keep working.
+const DROPPED_CAPABILITIES: [&str; 4] = ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP"];
 
 pub const LABEL_JOB: &str = "agent.job-id";
 pub const LABEL_INSTANCE: &str = "agent.instance";
@@ -101,7 +109,11 @@ impl DockerExecutor {
                 binds: Some(binds),
                 init: Some(true),
                 privileged: Some(options.privileged),
+                cap_drop: (!options.privileged)
+                    .then(|| DROPPED_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
                 memory: i64::try_from(options.limits.memory_bytes).ok(),
+                // No swap beyond the limit: a memory hog is stopped, not slowed to a crawl.
+                memory_swap: i64::try_from(options.limits.memory_bytes).ok(),
                 nano_cpus: Some(options.limits.nano_cpus),
                 pids_limit: Some(options.limits.pids),
                 ..Default::default()
@@ -128,6 +140,8 @@ impl DockerExecutor {
             src_dir,
             secondary,
             base_env: image_env,
+            memory_bytes: options.limits.memory_bytes,
+            oom_kills_seen: tokio::sync::Mutex::new(0),
         };
         if let Err(e) = executor
             .docker
@@ -143,6 +157,11 @@ impl DockerExecutor {
     }
 
     async fn exec_detached(&self, argv: &[&str]) -> Result<(), ExecError> {
+        self.exec_output(argv).await.map(drop)
+    }
+
+    /// Runs `argv` as root in the container; returns what it printed.
+    async fn exec_output(&self, argv: &[&str]) -> Result<Vec<u8>, ExecError> {
         let exec = self
             .docker
             .create_exec(
@@ -157,12 +176,61 @@ impl DockerExecutor {
             )
             .await
             .map_err(|e| ExecError::Docker(e.to_string()))?;
+        let mut printed = Vec::new();
         if let Ok(StartExecResults::Attached { mut output, .. }) =
             self.docker.start_exec(&exec.id, None).await
         {
-            while output.next().await.is_some() {}
+            while let Some(chunk) = output.next().await {
+                if let Ok(chunk) = chunk {
+                    printed.extend_from_slice(&chunk.into_bytes());
+                }
+            }
         }
-        Ok(())
+        Ok(printed)
+    }
+
+    /// Why the container can run nothing more, when it was stopped or removed by someone
+    /// other than this agent; `None` while it runs (or when the engine cannot tell).
+    async fn lost(&self) -> Option<String> {
+        let short = &self.container[..self.container.len().min(12)];
+        match self.docker.inspect_container(&self.container, None).await {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Some(format!(
+                "the build container {short} was removed from outside the agent"
+            )),
+            Ok(info) => {
+                let state = info.state?;
+                if state.running == Some(true) {
+                    return None;
+                }
+                let status = state
+                    .status
+                    .map_or_else(|| "not running".to_string(), |s| s.to_string());
+                Some(format!(
+                    "the build container {short} was stopped from outside the agent (state: {status}, exit code {})",
+                    state.exit_code.unwrap_or_default()
+                ))
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// How many processes the memory limit's OOM killer has killed in the container, read
+    /// from the container's own cgroup (v2 `memory.events`, v1 `memory.oom_control`).
+    async fn oom_kills(&self) -> Option<u64> {
+        let printed = self
+            .exec_output(&[
+                "/bin/sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null",
+            ])
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&printed)
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
     }
 }
 
@@ -320,6 +388,26 @@ impl Executor for DockerExecutor {
             )
             .await
             .map_err(|e| ExecError::Docker(format!("cannot copy the cache into {parent}: {e}")))
+    }
+
+    async fn explain_exit(&self, exit_code: i64) -> Option<Ending> {
+        if let Some(lost) = self.lost().await {
+            return Some(Ending::Lost(lost));
+        }
+        // 137 is SIGKILL; the OOM killer is the usual sender inside a memory-limited container.
+        if exit_code != 137 {
+            return None;
+        }
+        let kills = self.oom_kills().await?;
+        let mut seen = self.oom_kills_seen.lock().await;
+        if kills <= *seen {
+            return None;
+        }
+        *seen = kills;
+        Some(Ending::Killed(format!(
+            "the build ran out of memory: the container's limit is {} MiB; raise it with `--memory` (run-local) or `jobs.memory` (daemon)",
+            self.memory_bytes / (1024 * 1024)
+        )))
     }
 
     async fn signal_all(&self, signal: Signal) {

@@ -80,6 +80,17 @@ pub enum ExecError {
     Io(#[from] std::io::Error),
 }
 
+/// How a command ended, beyond its exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Killed by the environment's limits (the memory limit's OOM killer); later commands
+    /// can still run.
+    Killed(String),
+    /// The environment itself is gone (the container was stopped or removed from outside):
+    /// nothing more can run in it.
+    Lost(String),
+}
+
 /// Runs shells for one build.
 pub trait Executor: Send + Sync {
     /// The primary source directory as commands see it (`CODEBUILD_SRC_DIR`).
@@ -136,6 +147,13 @@ pub trait Executor: Send + Sync {
         archive: &std::path::Path,
         parent: &str,
     ) -> impl Future<Output = Result<(), ExecError>> + Send;
+
+    /// More about why a command ended with `exit_code` than the status says, when the
+    /// environment knows it.
+    fn explain_exit(&self, exit_code: i64) -> impl Future<Output = Option<Ending>> + Send {
+        let _ = exit_code;
+        std::future::ready(None)
+    }
 
     /// Sends `signal` to every process of the build.
     fn signal_all(&self, signal: Signal) -> impl Future<Output = ()> + Send;

@@ -191,6 +191,8 @@ async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, masker
     }
     match summary.status {
         BuildStatus::Succeeded => exit::SUCCESS,
+        // The environment failed the build, not its commands.
+        BuildStatus::Fault => exit::CANNOT_RUN,
         _ => exit::FAILED,
     }
 }
