@@ -42,7 +42,8 @@ enum Command {
     /// Run a buildspec locally, in a container (or on the host), as CodeBuild would.
     ///
     /// Exits 0 when the build succeeded, 1 when it failed, timed out or was stopped, 2 on
-    /// bad input (nothing ran), 3 when the agent could not run it (no Docker, no image).
+    /// bad input (nothing ran), 3 when the agent could not run it (no Docker, no image) or
+    /// lost its container mid-build (FAULT).
     #[command(name = "run-local")]
     RunLocal(Box<crate::run_local::RunLocalArgs>),
     /// Deploy a revision to this host, running its appspec's lifecycle hooks as the
@@ -169,6 +170,12 @@ impl Color {
 
 /// Parses the command line and runs the command; the exit code follows DESIGN.md.
 pub fn run() -> ExitCode {
+    // Builds on the host run as this user: without this, a build could read the agent's
+    // environment, memory and open files (its credentials, the daemon's control channel)
+    // through /proc. Children get the attribute back when they exec.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::debug!(error = %e, "cannot make the agent non-dumpable");
+    }
     let cli = Cli::parse();
     match &cli.command {
         // A service logs its progress; journald or a log shipper reads it.
