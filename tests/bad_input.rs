@@ -3,6 +3,8 @@
 //! message that points at a line and column inside the file and says how to fix it;
 //! never a panic, never a hang.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
 mod common;
 
 use std::path::Path;

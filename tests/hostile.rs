@@ -1,0 +1,216 @@
+//! Hostile builds: each is contained by the container's limits or the agent's own bounds,
+//! reported for what it is, and cleaned up; the agent's memory stays bounded whatever the
+//! build prints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Exec, Project, containers_of, run_local};
+
+fn assert_cleaned_up(run: &common::Run) {
+    let build_id = run.summary["build_id"].as_str().unwrap();
+    assert!(
+        containers_of(build_id).is_empty(),
+        "{build_id} left a container"
+    );
+}
+
+#[test]
+fn a_memory_hog_is_killed_by_the_limit_and_named() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - dd if=/dev/zero of=/dev/null bs=300M count=1\n      - echo never\n",
+    );
+    let run = run_local(&p, Exec::Docker, &["--memory", "64m"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.phase_status("BUILD").as_deref(), Some("FAILED"));
+    let message = run.phase("BUILD").unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.contains("exit status 137") && message.contains("ran out of memory"),
+        "{message}"
+    );
+    assert!(message.contains("64 MiB"), "{message}");
+    assert!(!run.printed("never"));
+    assert_cleaned_up(&run);
+}
+
+#[test]
+fn a_fork_bomb_meets_the_pids_limit_and_the_timeout() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - 'bomb() { bomb | bomb & }; bomb; sleep 300'\n",
+    );
+    let started = Instant::now();
+    let run = run_local(&p, Exec::Docker, &["--pids-limit", "64", "--timeout", "5s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.status(), "TIMED_OUT");
+    assert_cleaned_up(&run);
+}
+
+#[test]
+fn a_command_ignoring_sigterm_is_killed_at_the_timeout() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - trap '' TERM INT; sleep 300 & trap '' TERM INT; wait; sleep 300\n",
+    );
+    let started = Instant::now();
+    let run = run_local(&p, Exec::Docker, &["--timeout", "3s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.status(), "TIMED_OUT", "{}{}", run.stdout, run.stderr);
+    assert_cleaned_up(&run);
+}
+
+/// Runs a build in Docker while sampling the agent's peak RSS; returns the run and the peak
+/// in MiB.
+fn run_measuring_memory(p: &Project) -> (common::Run, u64) {
+    let summary = p.path().join(".summary.json");
+    let mut child = common::agent()
+        .args(["run-local", "--quiet", "--image", common::busybox_image()])
+        .arg("--source")
+        .arg(p.path())
+        .arg("--summary")
+        .arg(&summary)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        out.read_to_end(&mut all).unwrap();
+        all
+    });
+    let mut peak_kib = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = reader.join().unwrap();
+    let run = common::finish(std::process::Output { stdout, ..output }, &summary);
+    (run, peak_kib / 1024)
+}
+
+fn log_of(p: &Project, run: &common::Run) -> std::path::PathBuf {
+    let build_id = run.summary["build_id"].as_str().unwrap();
+    p.path().join(".agent/logs").join(format!("{build_id}.log"))
+}
+
+#[test]
+fn a_gibibyte_without_a_newline_keeps_the_agent_small() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - head -c 1073741824 /dev/zero | tr '\\000' a\n",
+    );
+    let (run, peak_mib) = run_measuring_memory(&p);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(peak_mib < 128, "the agent peaked at {peak_mib} MiB");
+    let logged = std::fs::metadata(log_of(&p, &run)).unwrap().len();
+    assert!(logged >= 1 << 30, "only {logged} bytes logged");
+    assert_cleaned_up(&run);
+}
+
+#[test]
+fn a_flood_of_short_lines_is_logged_whole() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - seq 1 1000000\n      - echo done\n",
+    );
+    let (run, peak_mib) = run_measuring_memory(&p);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(peak_mib < 128, "the agent peaked at {peak_mib} MiB");
+    let log = std::fs::read_to_string(log_of(&p, &run)).unwrap();
+    let numbers: Vec<u64> = log.lines().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(numbers.len(), 1_000_000);
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines out of order"
+    );
+    assert!(log.lines().any(|l| l == "done"));
+    assert_cleaned_up(&run);
+}
+
+#[test]
+fn binary_output_is_logged_and_the_build_goes_on() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - head -c 1048576 /dev/urandom\n      - printf '\\000\\377\\033[2J\\r\\n'\n      - echo after\n",
+    );
+    let run = run_local(&p, Exec::Docker, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.printed("after"), "{}", run.stdout.len());
+    let logged = std::fs::metadata(log_of(&p, &run)).unwrap().len();
+    assert!(logged >= 1 << 20, "only {logged} bytes logged");
+    assert_cleaned_up(&run);
+}
+
+/// A build on the host runs as the agent's user; it must still not reach the agent's
+/// environment (its credentials), memory or open files (the daemon's control channel).
+#[test]
+fn a_host_build_cannot_read_the_agent_through_proc() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - cat /proc/$PPID/environ; echo environ status $?\n      - timeout 5 cat /proc/$PPID/fd/0; echo stdin status $?\n      - head -c 64 /proc/$PPID/mem; echo mem status $?\n      - cat; echo own stdin status $?\n      - echo ppid=$(cat /proc/$PPID/comm)\n",
+    );
+    // A user that is not root, for whom only the process's own attributes stand in the way.
+    std::fs::set_permissions(
+        p.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let summary = p.path().join(".summary.json");
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_agent"))
+        .args(["run-local", "--executor", "host", "--control-stdin"])
+        .arg("--source")
+        .arg(p.path())
+        .arg("--summary")
+        .arg(&summary)
+        .env("AWS_SECRET_ACCESS_KEY", "agent-own-secret-value")
+        .env("HOME", p.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"secrets\": {\"TOKEN\": \"control-line-secret\"}}\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    let run = common::finish(output, &summary);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("ppid=agent"), "{}", run.stdout);
+    // 1: cat and head were refused; 124 would be a read that blocked on the channel.
+    for refused in [
+        "environ status 1",
+        "stdin status 1",
+        "mem status 1",
+        "own stdin status 0",
+    ] {
+        assert!(run.printed(refused), "{refused}: {}", run.stdout);
+    }
+    let log = std::fs::read_to_string(log_of(&p, &run)).unwrap();
+    for text in [&run.stdout, &run.stderr, &log] {
+        assert!(!text.contains("agent-own-secret-value"));
+        assert!(!text.contains("control-line-secret"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Ways a secret can leak, each checked against every sink: the terminal (stdout and
+//! stderr), the log file and the summary JSON. Every vector prints a marker, so a vector
+//! that printed nothing cannot pass for one that was masked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
+mod common;
+
+use common::{Exec, Project, run_local};
+
+/// Needs JSON escaping (`"`, `\`), URL encoding (`/`, `+`, `=`, `&`) and is long enough
+/// for every base64 alignment.
+const TOKEN: &str = r#"Zq8"kP/2+mX=v&Lw\9yT4"#;
+/// Plain, so that it can be written literally in a buildspec.
+const SECOND: &str = "plainSecondSecret42";
+/// Comes from a --secret-file.
+const THIRD: &str = "thirdFromAFile77";
+
+/// Each vector's command; each prints its marker (`V01:` …) with the secret in some form.
+const BUILD: &[&str] = &[
+    r#"echo "V01: $TOKEN""#,
+    r#"echo "V02: $TOKEN" >&2"#,
+    r#"printf 'V03: '; printf '%s' "$TOKEN" | head -c 5; sleep 0.2; printf '%s' "$TOKEN" | tail -c +6; echo"#,
+    r#"printf 'V04: '; printf '%s\n' "$TOKEN" | fold -w1 | while IFS= read -r c; do printf '%s' "$c"; sleep 0.01; done; echo"#,
+    r#"printf '%s' "$TOKEN" | base64 -w0 | sed 's/^/V05: /'; echo"#,
+    r#"printf 'x%s' "$TOKEN" | base64 -w0 | sed 's/^/V06: /'; echo"#,
+    r#"printf 'xy%s' "$TOKEN" | base64 -w0 | sed 's/^/V07: /'; echo"#,
+    r#"python3 -c 'import os, urllib.parse; print("V08:", urllib.parse.quote(os.environ["TOKEN"], safe=""))'"#,
+    r#"python3 -c 'import os, json; print("V09:", json.dumps({"t": os.environ["TOKEN"]}))'"#,
+    r#"(set -x; : "V10 $TOKEN") 2>&1"#,
+    r#"ls "/nonexistent/V11-$TOKEN" 2>&1 || true"#,
+    r#"export LEAK="V12-$TOKEN""#,
+    r#"echo "V13: plainSecondSecret42""#,
+    r#"printf 'V14: %s' "$TOKEN""#,
+    r#"head -c 65530 /dev/zero | tr '\000' a; printf '%s V15\n' "$TOKEN""#,
+    r#"echo "V16: $TOKEN$TOKEN""#,
+    r#"for i in 1 2 3; do echo "V17o: $TOKEN"; echo "V17e: $TOKEN" >&2; done"#,
+    r#"printf '%s' "$TOKEN" > leak.txt; printf 'V20: '; cat leak.txt; echo"#,
+    r#"env | grep '^TOKEN=' | sed 's/^/V21: /'"#,
+    r#"echo "V22: $THIRD""#,
+    r#"echo "V23: $(printf '%s' "$TOKEN" | rev | rev)""#,
+    r#"printf 'V24: %s\r%s\n' "$TOKEN" "$SECOND""#,
+];
+
+const FINALLY: &[&str] = &[r#"echo "V18: $TOKEN""#];
+
+/// Fails the phase on purpose, so that the phase message (which holds the command text)
+/// is a sink too.
+const POST_BUILD: &[&str] = &[r#"echo V19 plainSecondSecret42 && false"#];
+
+/// The buildspec, every command a block scalar so that no shell quoting meets YAML's.
+fn buildspec() -> String {
+    let block = |commands: &[&str]| -> String {
+        commands
+            .iter()
+            .map(|c| format!("      - |-\n        {c}\n"))
+            .collect()
+    };
+    format!(
+        "version: 0.2\nenv:\n  shell: bash\n  exported-variables:\n    - LEAK\nphases:\n  build:\n    commands:\n{}    finally:\n{}  post_build:\n    commands:\n{}",
+        block(BUILD),
+        block(FINALLY),
+        block(POST_BUILD)
+    )
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The forms of `secret` that must appear nowhere: itself, JSON- and URL-escaped, and the
+/// part of its base64 that does not depend on its neighbours, at each alignment.
+fn forbidden(secret: &str) -> Vec<String> {
+    let mut forms = vec![
+        secret.to_string(),
+        serde_json::to_string(secret)
+            .unwrap()
+            .trim_matches('"')
+            .to_string(),
+        url_encode(secret),
+    ];
+    for offset in 0..3 {
+        let mut padded = vec![b'x'; offset];
+        padded.extend_from_slice(secret.as_bytes());
+        let encoded = base64(&padded);
+        let skip = [0, 4, 4][offset];
+        let stable = padded.len() / 3 * 4;
+        forms.push(encoded[skip..stable].to_string());
+    }
+    forms
+}
+
+#[test]
+fn no_secret_reaches_any_sink_in_any_form() {
+    let p = Project::new(&buildspec());
+    p.write("secrets.env", &format!("THIRD={THIRD}\n"));
+    let run = run_local(
+        &p,
+        Exec::Host,
+        &[
+            "--secret",
+            &format!("TOKEN={TOKEN}"),
+            "--secret",
+            &format!("SECOND={SECOND}"),
+            "--secret-file",
+            p.path().join("secrets.env").to_str().unwrap(),
+        ],
+    );
+    // V19 fails the post_build phase on purpose; its message is a sink too.
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let build_id = run.summary["build_id"].as_str().unwrap().to_string();
+    let log = std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
+        .unwrap();
+    let summary = run.summary.to_string();
+    let sinks = [
+        ("stdout", run.stdout.as_str()),
+        ("stderr", run.stderr.as_str()),
+        ("log file", log.as_str()),
+        ("summary", summary.as_str()),
+    ];
+    for secret in [TOKEN, SECOND, THIRD] {
+        for form in forbidden(secret) {
+            for (sink, text) in sinks {
+                assert!(
+                    !text.contains(&form),
+                    "{sink} holds `{form}` (a form of {secret}):\n{text}"
+                );
+            }
+        }
+    }
+    // Each vector ran and printed, masked.
+    let vectors = [
+        "V01", "V02", "V03", "V04", "V05", "V06", "V07", "V08", "V09", "V10", "V11", "V13", "V14",
+        "V15", "V16", "V17o", "V17e", "V18", "V19", "V20", "V21", "V22", "V23", "V24",
+    ];
+    for marker in vectors {
+        let line = log
+            .lines()
+            .find(|l| l.contains(marker) && !l.contains("Running command"))
+            .unwrap_or_else(|| panic!("{marker} printed nothing:\n{log}"));
+        assert!(line.contains("***"), "{marker} is not masked: {line}");
+    }
+    assert_eq!(run.summary["exported_variables"]["LEAK"], "V12-***");
+    let message = run.phase("POST_BUILD").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("V19 ***"), "{message}");
+}
