@@ -510,7 +510,10 @@ fn sources_come_from_s3_zips_and_prefixes() {
 #[test]
 fn uploads_survive_resets_and_server_errors() {
     let bucket = make_bucket();
-    let proxy = common::faulty_proxy(common::moto(), common::Faults::ResetThen500);
+    let proxy = common::fault_proxy::faulty_proxy(
+        common::moto(),
+        common::fault_proxy::Faults::ResetThen500,
+    );
     let p = Project::new(ARTIFACT_SPEC);
     for packaging in ["none", "zip"] {
         let url = format!("s3://{bucket}/{packaging}");
@@ -539,7 +542,7 @@ fn uploads_survive_resets_and_server_errors() {
 #[test]
 fn an_upload_that_cannot_succeed_fails_clearly_and_leaves_nothing() {
     let bucket = make_bucket();
-    let proxy = common::faulty_proxy(common::moto(), common::Faults::All);
+    let proxy = common::fault_proxy::faulty_proxy(common::moto(), common::fault_proxy::Faults::All);
     let p = Project::new(ARTIFACT_SPEC);
     let url = format!("s3://{bucket}/broken");
     let run = run_through(&p, &proxy, &["--artifacts", &url]);

@@ -3,9 +3,8 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 pub mod codepipeline_fake;
+pub mod daemon;
 pub mod fault_proxy;
-
-pub use fault_proxy::{Faults, faulty_proxy};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,296 @@
+//! A daemon under test: its own directory, config, spool and metrics port; killed and
+//! cleaned up (processes, containers) when dropped.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{agent, busybox_image};
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub extra: String,
+    /// More environment for the daemon process.
+    pub env: Vec<(String, String)>,
+}
+
+/// The daemon tests run one at a time: each starts daemons that run containers, and a
+/// fleet of them sharing two cores with another test's would measure the machine, not the
+/// agent.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Daemon {
+    pub fn start(extra: &str) -> Daemon {
+        let mut daemon = Daemon::new(extra);
+        daemon.launch();
+        daemon
+    }
+
+    /// A daemon with its directory and config, not started yet.
+    pub fn new(extra: &str) -> Daemon {
+        busybox_image();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let daemon = Daemon {
+            dir: tempfile::tempdir().unwrap(),
+            name: format!("test-{}", &uuid_like()[..12]),
+            port,
+            child: None,
+            extra: extra.to_string(),
+            env: Vec::new(),
+        };
+        daemon.write_config(extra);
+        daemon
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        let d = self.dir.path().display();
+        // A fleet on one small machine: one job per agent, or they only fight for the cores.
+        let concurrency = if extra.contains("fleet-") { 1 } else { 2 };
+        let config = format!(
+            "version = 1\n[agent]\nname = \"{name}\"\nwork_dir = \"{d}/work\"\nstate_dir = \"{d}/state\"\nconcurrency = {concurrency}\ndrain_timeout = \"20s\"\nmetrics_address = \"127.0.0.1:{port}\"\n\
+             [jobs]\ndefault_image = \"agent-busybox:latest\"\nallowed_images = [\"agent-busybox:*\"]\n\
+             [roles]\nallowed = [\"arn:aws:iam::123456789012:role/deploy-*\"]\n\
+             [deploy]\nroot = \"{d}/deploy-root\"\nallowed_destinations = [\"{d}/apps\"]\n\
+             [[sources]]\ntype = \"spool\"\npath = \"{d}/spool\"\n{extra}\n",
+            name = self.name,
+            port = self.port,
+        );
+        fs::write(self.dir.path().join("agent.toml"), config).unwrap();
+    }
+
+    pub fn launch(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let aws = if self.extra.contains("[aws]") {
+            super::aws_env()
+        } else {
+            Vec::new()
+        };
+        let child = agent()
+            .args(["daemon", "--config"])
+            .arg(self.dir.path().join("agent.toml"))
+            .envs(aws)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        // Ready when its status answers.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.status().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        let out = agent()
+            .args([
+                "status",
+                "--json",
+                "--address",
+                &format!("127.0.0.1:{}", self.port),
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Drops a job as a dispatcher would: written aside, renamed into the inbox.
+    pub fn submit(&self, name: &str, job: &Value) {
+        let inbox = self.path("spool/inbox");
+        fs::create_dir_all(&inbox).unwrap();
+        let tmp = inbox.join(format!(".{name}.tmp"));
+        fs::write(&tmp, serde_json::to_vec(job).unwrap()).unwrap();
+        fs::rename(tmp, inbox.join(format!("{name}.json"))).unwrap();
+    }
+
+    pub fn submit_raw(&self, name: &str, body: &str) {
+        let inbox = self.path("spool/inbox");
+        let tmp = inbox.join(format!(".{name}.tmp"));
+        fs::write(&tmp, body).unwrap();
+        fs::rename(tmp, inbox.join(format!("{name}.json"))).unwrap();
+    }
+
+    pub fn result(&self, name: &str, timeout: Duration) -> Value {
+        let path = self.path(&format!("spool/done/{name}.json"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(text) = fs::read_to_string(&path) {
+                return serde_json::from_str(&text).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result for {name}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=agent.instance={}", self.name),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn job_processes(&self) -> Vec<u32> {
+        let marker = self.dir.path().display().to_string();
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains(&marker)
+                            && (c.contains("run-local") || c.contains("deploy-local"))
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in self.job_processes() {
+            let _ = Command::new("kill")
+                .args(["-9", &format!("-{pid}")])
+                .status();
+        }
+        for id in self.containers() {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+    }
+}
+
+pub fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+pub fn build_job(id: &str, commands: &[&str]) -> Value {
+    let buildspec = format!(
+        "version: 0.2\nenv:\n  exported-variables: [GREETING]\nphases:\n  build:\n    commands:\n{}\n    finally:\n      - echo finally ran > /codebuild/output/finally-$CODEBUILD_BUILD_ID\n",
+        commands
+            .iter()
+            .map(|c| format!("      - {c}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    json!({
+        "version": 1,
+        "id": id,
+        "kind": "build",
+        "source": {"type": "inline", "files": {"buildspec.yml": buildspec}},
+        "env": {"NAME": "world"}
+    })
+}
+
+pub fn wait_running(daemon: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = daemon
+            .status()
+            .map(|s| s["running"].as_array().map_or(0, Vec::len))
+            .unwrap_or(0);
+        if running >= n && !daemon.containers().is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job running:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
