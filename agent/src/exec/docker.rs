@@ -190,8 +190,17 @@ impl DockerExecutor {
     }
 
     /// Why the container can run nothing more, when it was stopped or removed by someone
-    /// other than this agent; `None` while it runs (or when the engine cannot tell).
-    async fn lost(&self) -> Option<String> {
+    /// other than this agent; `None` while it runs (or when the engine cannot tell). Looks
+    /// `checks` times, 100 ms apart, while it still shows as running.
+    async fn lost(&self, checks: u32) -> Option<String> {
+        for _ in 1..checks {
+            match self.docker.inspect_container(&self.container, None).await {
+                Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => break,
+            }
+        }
         let short = &self.container[..self.container.len().min(12)];
         match self.docker.inspect_container(&self.container, None).await {
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -207,6 +216,11 @@ impl DockerExecutor {
                 let status = state
                     .status
                     .map_or_else(|| "not running".to_string(), |s| s.to_string());
+                if status == "removing" || status == "dead" {
+                    return Some(format!(
+                        "the build container {short} was removed from outside the agent"
+                    ));
+                }
                 Some(format!(
                     "the build container {short} was stopped from outside the agent (state: {status}, exit code {})",
                     state.exit_code.unwrap_or_default()
@@ -391,7 +405,10 @@ impl Executor for DockerExecutor {
     }
 
     async fn explain_exit(&self, exit_code: i64) -> Option<Ending> {
-        if let Some(lost) = self.lost().await {
+        // A signal's status (128 + n) is what a container killed or removed from outside
+        // leaves; the engine may still show it running for a moment after its processes die.
+        let checks = if exit_code >= 128 { 10 } else { 1 };
+        if let Some(lost) = self.lost(checks).await {
             return Some(Ending::Lost(lost));
         }
         // 137 is SIGKILL; the OOM killer is the usual sender inside a memory-limited container.
