@@ -415,8 +415,14 @@ impl Runner {
         entry: &mut JournalEntry,
         mut cancel: watch::Receiver<Cancel>,
     ) -> Result<Ran, String> {
-        let summary_path = prepared.root.join("summary.json");
-        let stderr_path = prepared.root.join("agent.stderr");
+        // The child's summary and diagnostics live in the state directory, not the
+        // workspace: a build that fills its workspace's disk must not take its own result
+        // (or the child's error messages) down with it.
+        let scratch = self.state.scratch(&job.id);
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        let summary_path = scratch.join("summary.json");
+        let stderr_path = scratch.join("agent.stderr");
         let args = match job.kind {
             JobKind::Build => build_args(config, job, resolved, prepared, &summary_path),
             JobKind::Deploy => {
@@ -519,6 +525,7 @@ impl Runner {
         let stderr_tail = std::fs::read_to_string(&stderr_path)
             .map(|s| tail(&s, 2000))
             .unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&scratch);
         Ok(Ran {
             exit,
             summary,

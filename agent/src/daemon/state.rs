@@ -6,6 +6,7 @@
 //! <state>/journal/<key>.json   a delivery being worked on
 //! <state>/results/<job>.json   final results, by job id
 //! <state>/logs/<job>.log       the job's log, kept after its workspace is removed
+//! <state>/running/<job>/       the running job process's summary and stderr
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ pub struct State {
 
 impl State {
     pub fn open(dir: &Path) -> std::io::Result<State> {
-        for sub in ["journal", "results", "logs"] {
+        for sub in ["journal", "results", "logs", "running"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         Ok(State {
@@ -63,6 +64,11 @@ impl State {
 
     pub fn log_path(&self, job_id: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{job_id}.log"))
+    }
+
+    /// Where a job's process writes its summary and diagnostics while it runs.
+    pub fn scratch(&self, job_id: &str) -> PathBuf {
+        self.dir.join("running").join(job_id)
     }
 
     fn result_path(&self, job_id: &str) -> PathBuf {

@@ -36,11 +36,17 @@ pub fn run(args: RunLocalArgs) -> u8 {
             return exit::CANNOT_RUN;
         }
     };
-    let status = runtime.block_on(run_async(Arc::new(args)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(run_async(Arc::new(args)))
+    }));
     // A read of standard input (`--control-stdin`) may still be blocked on a thread that
-    // cannot be interrupted; the process is done, so do not wait for it.
+    // cannot be interrupted; the process is done, so do not wait for it. That holds after a
+    // panic too: dropping the runtime would wait for that thread forever.
     runtime.shutdown_background();
-    status
+    match outcome {
+        Ok(status) => status,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
@@ -127,7 +133,13 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
             if let Some(path) = &args.summary
                 && let Err(e) = write_summary(&summary, path)
             {
-                eprintln!("error: cannot write the summary to {}: {e}", path.display());
+                // Standard error may be on the same full disk; failing to say so is no reason to panic.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "error: cannot write the summary to {}: {e}",
+                    path.display()
+                );
             }
             return exit::FAILED;
         }
