@@ -1,0 +1,243 @@
+//! Faults from outside the agent, each followed by the invariants: the job has exactly one
+//! result that says what happened, nothing is left behind (containers, processes), and the
+//! agent goes on serving jobs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail loudly, like the tests
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, build_job, serial};
+use common::{Project, containers_of};
+
+/// Runs a long build with a fixed build id and, once its container is up, does `act` to
+/// that container from outside.
+fn disturb_a_build(act: &[&str]) -> common::Run {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo started\n      - sleep 60\n      - echo never\n    finally:\n      - echo finally-never\n  post_build:\n    commands:\n      - echo post-never\n",
+    );
+    let build_id = format!("fault-{}", common::daemon::uuid_like());
+    let summary = p.path().join(".summary.json");
+    let child = common::agent()
+        .args([
+            "run-local",
+            "--image",
+            common::busybox_image(),
+            "--build-id",
+            &build_id,
+        ])
+        .arg("--source")
+        .arg(p.path())
+        .arg("--summary")
+        .arg(&summary)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let container = loop {
+        if let Some(id) = containers_of(&build_id).into_iter().next() {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the build never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let the first command run.
+    std::thread::sleep(Duration::from_millis(1000));
+    let started = Instant::now();
+    let out = Command::new("docker")
+        .args(act)
+        .arg(&container)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = common::finish(child.wait_with_output().unwrap(), &summary);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the agent took {:?} to notice",
+        started.elapsed()
+    );
+    assert!(containers_of(&build_id).is_empty(), "a container was left");
+    run
+}
+
+#[test]
+fn a_container_removed_mid_build_is_a_fault() {
+    let run = disturb_a_build(&["rm", "-f"]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.status(), "FAULT");
+    let message = run.phase("BUILD").unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.contains("removed from outside the agent"),
+        "{message}"
+    );
+    assert!(run.printed("started"));
+    for never in ["never", "finally-never", "post-never"] {
+        assert!(!run.printed(never), "{never}: {}", run.stdout);
+    }
+    assert!(run.phase("POST_BUILD").is_none(), "{}", run.summary);
+}
+
+#[test]
+fn a_container_killed_mid_build_is_a_fault() {
+    let run = disturb_a_build(&["kill"]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.status(), "FAULT");
+    let message = run.phase("BUILD").unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.contains("stopped from outside the agent"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_daemon_reports_an_unreachable_docker_and_recovers_by_itself() {
+    let _serial = serial();
+    let link_dir = tempfile::tempdir().unwrap();
+    let link = link_dir.path().join("docker.sock");
+    std::os::unix::fs::symlink("/var/run/docker.sock", &link).unwrap();
+    let mut daemon = Daemon::new("");
+    daemon
+        .env
+        .push(("DOCKER_HOST".into(), format!("unix://{}", link.display())));
+    daemon.launch();
+
+    // The engine goes away…
+    fs::remove_file(&link).unwrap();
+    daemon.submit("job-dead", &build_job("job-dead", &["echo hello"]));
+    let dead = daemon.result("job-dead", Duration::from_secs(60));
+    assert_eq!(dead["status"], "FAULT", "{dead:#}");
+    let message = dead["message"].as_str().unwrap();
+    assert!(message.to_lowercase().contains("docker"), "{message}");
+
+    // …and comes back: the next job runs, with no restart of the agent.
+    std::os::unix::fs::symlink("/var/run/docker.sock", &link).unwrap();
+    daemon.submit(
+        "job-back",
+        &build_job("job-back", &["export GREETING=back"]),
+    );
+    let back = daemon.result("job-back", Duration::from_secs(60));
+    assert_eq!(back["status"], "SUCCEEDED", "{back:#}");
+    assert_eq!(back["exported_variables"]["GREETING"], "back");
+    assert!(daemon.containers().is_empty());
+}
+
+/// A tmpfs mounted for the test, unmounted however the test ends.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: std::path::PathBuf, size: &str) -> Tmpfs {
+        fs::create_dir_all(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount needs root");
+        Tmpfs(path)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_workspace_disk_fails_the_job_and_keeps_the_state() {
+    let _serial = serial();
+    let mut daemon = Daemon::new("");
+    let _disk = Tmpfs::mount(daemon.path("work"), "16m");
+    daemon.launch();
+    daemon.submit(
+        "job-fill",
+        &build_job(
+            "job-fill",
+            &[
+                "dd if=/dev/zero of=fill bs=1M count=64",
+                "export GREETING=never",
+            ],
+        ),
+    );
+    let fill = daemon.result("job-fill", Duration::from_secs(60));
+    assert_eq!(fill["status"], "FAILED", "{fill:#}");
+    let message = fill["message"].as_str().unwrap();
+    assert!(message.contains("dd if=/dev/zero"), "{message}");
+    assert!(daemon.path("state/results/job-fill.json").is_file());
+    // The workspace is gone, the disk has room again, and the agent goes on.
+    daemon.submit(
+        "job-after",
+        &build_job("job-after", &["export GREETING=room"]),
+    );
+    let after = daemon.result("job-after", Duration::from_secs(60));
+    assert_eq!(after["status"], "SUCCEEDED", "{after:#}");
+    assert!(fs::read_dir(daemon.path("work")).unwrap().next().is_none());
+    assert!(daemon.containers().is_empty());
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(30));
+}
+
+/// `kill -9` of the daemon (and of its job's process, as an OOM kill of the whole service
+/// would) at 20 moments of a job's life, from just after it is claimed to after it has
+/// finished; each time a restart reconciles and the job ends with exactly one result.
+#[test]
+fn kill_9_at_twenty_points_of_a_job_leaves_one_result_each_time() {
+    let _serial = serial();
+    let mut daemon = Daemon::start("");
+    for point in 0..20u64 {
+        let name = format!("job-k{point:02}");
+        daemon.submit(
+            &name,
+            &build_job(&name, &["sleep 1", "export GREETING=done"]),
+        );
+        let inbox = daemon.path(&format!("spool/inbox/{name}.json"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while inbox.exists() {
+            assert!(Instant::now() < deadline, "{name} never claimed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // 0 ms to 2.85 s after the claim: before the container, during the build, around
+        // the result being stored.
+        std::thread::sleep(Duration::from_millis(point * 150));
+        daemon.signal("KILL");
+        daemon.wait_exit(Duration::from_secs(10));
+        for pid in daemon.job_processes() {
+            let _ = Command::new("kill")
+                .args(["-9", &format!("-{pid}")])
+                .status();
+        }
+        daemon.launch();
+        let result = daemon.result(&name, Duration::from_secs(90));
+        assert_eq!(result["status"], "SUCCEEDED", "{name}: {result:#}");
+        assert_eq!(result["exported_variables"]["GREETING"], "done", "{name}");
+        let results = fs::read_dir(daemon.path("spool/done"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+            .count();
+        assert_eq!(results, 1, "{name}: one result");
+        assert!(
+            !inbox.exists(),
+            "{name} was delivered again after its result"
+        );
+        // Reconciliation removed what the killed run left.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !daemon.containers().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {:?} left",
+                daemon.containers()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(daemon.job_processes().is_empty());
+}
