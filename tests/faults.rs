@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, build_job, serial};
+use common::fault_proxy::{self, Faults};
 use common::{Project, containers_of};
 
 /// Runs a long build with a fixed build id and, once its container is up, does `act` to
@@ -240,4 +241,139 @@ fn kill_9_at_twenty_points_of_a_job_leaves_one_result_each_time() {
         }
     }
     assert!(daemon.job_processes().is_empty());
+}
+
+/// run-local on the host with every AWS call sent through `proxy`.
+fn run_local_through(p: &Project, endpoint: &str, args: &[&str]) -> common::Run {
+    let summary = p.path().join(".summary.json");
+    let output = common::agent()
+        .args(["run-local", "--executor", "host", "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(p.path())
+        .args(args)
+        .envs(common::aws_env())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .output()
+        .unwrap();
+    common::finish(output, &summary)
+}
+
+#[test]
+fn role_and_parameter_calls_ride_out_resets_and_server_errors() {
+    let proxy = fault_proxy::start(common::moto(), Faults::ResetThen500);
+    let unique = common::daemon::uuid_like();
+    common::boto3(&format!(
+        "ssm = boto3.client('ssm', **kw)\nssm.put_parameter(Name='/{unique}/token', Value='Tok-{unique}', Type='SecureString')"
+    ));
+    let p = Project::new(&format!(
+        "version: 0.2\nenv:\n  parameter-store:\n    TOKEN: /{unique}/token\nphases:\n  build:\n    commands:\n      - echo \"token=$TOKEN\"\n      - test -n \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" && echo credentials-served\n"
+    ));
+    let run = run_local_through(
+        &p,
+        &proxy.url,
+        &["--role-arn", "arn:aws:iam::123456789012:role/faulty"],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("token=***"), "{}", run.stdout);
+    assert!(run.printed("credentials-served"), "{}", run.stdout);
+    // AssumeRole and GetParameters each met a reset and a 500.
+    assert!(
+        proxy.injected() >= 4,
+        "{} faults injected",
+        proxy.injected()
+    );
+}
+
+#[test]
+fn s3_slow_down_answers_are_waited_out() {
+    let bucket = format!("slowdown-{}", common::daemon::uuid_like());
+    common::boto3(&format!(
+        "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
+    ));
+    let proxy = fault_proxy::start(common::moto(), Faults::SlowDown);
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p out && for i in 1 2 3 4 5; do echo file $i > out/f$i.txt; done\nartifacts:\n  files:\n    - 'out/**/*'\n",
+    );
+    let url = format!("s3://{bucket}/slow");
+    let run = run_local_through(&p, &proxy.url, &["--artifacts", &url]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let keys = common::boto3(&format!(
+        "s3 = boto3.client('s3', **kw)\nfor o in s3.list_objects_v2(Bucket='{bucket}')['Contents']: print(o['Key'], s3.get_object(Bucket='{bucket}', Key=o['Key'])['Body'].read().decode().strip())"
+    ));
+    let want: Vec<String> = (1..=5)
+        .map(|i| format!("slow/primary/out/f{i}.txt file {i}"))
+        .collect();
+    assert_eq!(keys.lines().collect::<Vec<_>>(), want);
+    assert!(
+        proxy.injected() >= 5,
+        "{} faults injected",
+        proxy.injected()
+    );
+}
+
+#[test]
+fn sqs_jobs_ride_out_a_faulty_network_to_one_result_each() {
+    let _serial = serial();
+    let queue = format!("faulty-{}", &common::daemon::uuid_like()[..10]);
+    let queue_url = common::boto3(&format!(
+        "print(boto3.client('sqs', **kw).create_queue(QueueName='{queue}')['QueueUrl'])"
+    ));
+    let proxy = fault_proxy::start(common::moto(), Faults::ResetThen500);
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\n",
+        proxy.url
+    );
+    let daemon = Daemon::start(&extra);
+    let names: Vec<String> = (1..=3).map(|i| format!("faulty-sqs-{i}")).collect();
+    for name in &names {
+        let body = daemon.path(&format!("{name}.json"));
+        fs::write(
+            &body,
+            serde_json::to_vec(&build_job(name, &["export GREETING=through"])).unwrap(),
+        )
+        .unwrap();
+        common::boto3(&format!(
+            "boto3.client('sqs', **kw).send_message(QueueUrl='{queue_url}', MessageBody=open('{}').read())",
+            body.display()
+        ));
+    }
+    for name in &names {
+        let path = daemon.path(&format!("state/results/{name}.json"));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !path.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no result for {name}:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let result: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+        assert_eq!(result["exported_variables"]["GREETING"], "through");
+    }
+    // Every message was deleted once its result was stored, through the faults.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = common::boto3(&format!(
+            "a = boto3.client('sqs', **kw).get_queue_attributes(QueueUrl='{queue_url}', AttributeNames=['All'])['Attributes']\nprint(int(a['ApproximateNumberOfMessages']) + int(a['ApproximateNumberOfMessagesNotVisible']))"
+        ));
+        if left == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} messages left:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        proxy.injected() >= 6,
+        "{} faults injected",
+        proxy.injected()
+    );
+    assert!(daemon.containers().is_empty());
 }

@@ -1,86 +1,181 @@
 //! A TCP proxy on loopback that injects faults between the agent and a service.
 //!
-//! Faults are decided per request, not per connection number: the first connection that
-//! carries a given request line is reset, the second answered 500, later ones served. Every
-//! request that opens a connection thus meets both faults, and then succeeds, however
-//! requests interleave; a count of connections would let one request draw faults on every
-//! attempt while its neighbours drew the served ones.
+//! Faults are decided per request, not per connection number: a request is known by its
+//! request line, its `X-Amz-Target` (the JSON protocols send every call to `POST /`) and,
+//! when small, its body; the first connections that carry it are faulted, later ones
+//! served. Every request that opens a connection thus meets its faults and then succeeds,
+//! however requests interleave; a count of connections would let one request draw faults
+//! on every attempt while its neighbours drew the served ones.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How the proxy treats the requests it carries.
 #[derive(Debug, Clone, Copy)]
 pub enum Faults {
     /// A request's first connection is reset, its second answered 500, its third served.
-    /// Requests sent on a connection already served are passed through.
     ResetThen500,
+    /// A request's first connection is answered 503 SlowDown (throttling), its second served.
+    SlowDown,
     /// Every connection answered 500.
     All,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub url: String,
+    injected: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    /// How many faults the proxy has injected so far.
+    pub fn injected(&self) -> usize {
+        self.injected.load(Ordering::SeqCst)
+    }
 }
 
 /// Starts the proxy in front of `target` (`http://host:port`); returns its URL. Its threads
 /// end with the test process.
 pub fn faulty_proxy(target: &str, faults: Faults) -> String {
+    start(target, faults).url
+}
+
+/// Starts the proxy; the handle also counts the faults injected.
+pub fn start(target: &str, faults: Faults) -> Proxy {
     let target = target.trim_start_matches("http://").to_string();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let injected = Arc::new(AtomicUsize::new(0));
+    let counter = injected.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(client) = stream else { continue };
-            let (target, seen) = (target.clone(), seen.clone());
-            std::thread::spawn(move || carry(client, &target, faults, &seen));
+            let (target, seen, counter) = (target.clone(), seen.clone(), counter.clone());
+            std::thread::spawn(move || carry(client, &target, faults, &seen, &counter));
         }
     });
-    url
+    Proxy { url, injected }
 }
 
-fn carry(mut client: TcpStream, target: &str, faults: Faults, seen: &Mutex<HashMap<String, u32>>) {
-    let Some(head) = read_request_line(&mut client) else {
+fn carry(
+    mut client: TcpStream,
+    target: &str,
+    faults: Faults,
+    seen: &Mutex<HashMap<u64, u32>>,
+    injected: &AtomicUsize,
+) {
+    let Some(request) = read_request(&mut client) else {
         return;
     };
-    let line = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
     let attempt = {
         let mut seen = seen.lock().unwrap();
-        let count = seen.entry(line).or_insert(0);
+        let count = seen.entry(request.key).or_insert(0);
         *count += 1;
         *count
     };
-    match (faults, attempt) {
-        (Faults::ResetThen500, 1) => reset(client),
-        (Faults::All, _) | (Faults::ResetThen500, 2) => {
-            let body = "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>";
-            let answer = format!(
-                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = client.write_all(answer.as_bytes());
-            let _ = client.shutdown(Shutdown::Write);
-            // Drain what the client still sends, so closing does not reset the answer away.
-            let _ = std::io::copy(&mut client, &mut std::io::sink());
+    let fault = match (faults, attempt) {
+        (Faults::All, _) => Some(500),
+        (Faults::ResetThen500, 1) => Some(0),
+        (Faults::ResetThen500, 2) | (Faults::SlowDown, 1) => {
+            Some(if matches!(faults, Faults::SlowDown) {
+                503
+            } else {
+                500
+            })
         }
-        _ => pass_through(client, target, &head),
+        _ => None,
+    };
+    if fault.is_some() {
+        injected.fetch_add(1, Ordering::SeqCst);
+    }
+    match fault {
+        Some(0) => reset(client),
+        Some(status) => answer_error(client, status),
+        None => pass_through(client, target, &request.read),
     }
 }
 
-/// Reads until the first line has arrived; returns every byte read so far.
-fn read_request_line(client: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !head.contains(&b'\n') && head.len() < 64 * 1024 {
+struct Request {
+    /// What identifies the request across its retries.
+    key: u64,
+    /// Every byte read from the client so far.
+    read: Vec<u8>,
+}
+
+/// Reads the head, and the body when it is small; hashes what identifies the request.
+fn read_request(client: &mut TcpStream) -> Option<Request> {
+    let mut read = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(at) = find(&read, b"\r\n\r\n") {
+            break at + 4;
+        }
+        if read.len() > 64 * 1024 {
+            return None;
+        }
         match client.read(&mut chunk) {
             Ok(0) | Err(_) => return None,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Ok(n) => read.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&read[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut hasher = DefaultHasher::new();
+    lines.next().unwrap_or_default().hash(&mut hasher);
+    let mut length = 0usize;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        if name == "x-amz-target" {
+            value.hash(&mut hasher);
+        } else if name == "content-length" {
+            length = value.parse().unwrap_or(0);
         }
     }
-    Some(head)
+    if length <= 64 * 1024 {
+        while read.len() < head_end + length {
+            match client.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => read.extend_from_slice(&chunk[..n]),
+            }
+        }
+        read[head_end..head_end + length].hash(&mut hasher);
+    }
+    Some(Request {
+        key: hasher.finish(),
+        read,
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn answer_error(mut client: TcpStream, status: u16) {
+    let (reason, code, message) = match status {
+        503 => ("Slow Down", "SlowDown", "Please reduce your request rate."),
+        _ => (
+            "Internal Server Error",
+            "InternalError",
+            "We encountered an internal error.",
+        ),
+    };
+    let body = format!("<Error><Code>{code}</Code><Message>{message}</Message></Error>");
+    let answer = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(answer.as_bytes());
+    let _ = client.shutdown(Shutdown::Write);
+    // Drain what the client still sends, so closing does not reset the answer away.
+    let _ = std::io::copy(&mut client, &mut std::io::sink());
 }
 
 /// Closes with SO_LINGER 0: the kernel answers with RST whatever was read.
@@ -94,11 +189,11 @@ fn reset(client: TcpStream) {
     drop(client);
 }
 
-fn pass_through(client: TcpStream, target: &str, head: &[u8]) {
+fn pass_through(client: TcpStream, target: &str, read: &[u8]) {
     let Ok(mut server) = TcpStream::connect(target) else {
         return;
     };
-    if server.write_all(head).is_err() {
+    if server.write_all(read).is_err() {
         return;
     }
     let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
