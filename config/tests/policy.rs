@@ -255,3 +255,60 @@ fn a_deployment_has_no_image_to_check() {
     assert_eq!(r.role, None);
     assert_eq!(r.timeout, strict.jobs.default_timeout);
 }
+
+/// Ways a job could try to slip a role past `deploy-*` in account 123456789012: each is
+/// refused, either as an invalid ARN or by the allow-list.
+#[test]
+fn role_allow_list_bypass_attempts_are_refused() {
+    let attempts = [
+        // Another role whose name only looks right after normalising.
+        "arn:aws:iam::123456789012:role/admin",
+        "arn:aws:iam::123456789012:role/Admin-deploy-x",
+        "arn:aws:iam::123456789012:role/xdeploy-web",
+        // Wildcards and patterns in the job's own ARN are literal text, never globs.
+        "arn:aws:iam::123456789012:role/*",
+        "arn:aws:iam::123456789012:role/deploy*/../admin",
+        "arn:aws:iam::*:role/deploy-web",
+        "arn:aws:iam::12345678901?:role/deploy-web",
+        // Other partitions, services, accounts and resource types.
+        "arn:aws-cn:iam::123456789012:role/deploy-web",
+        "arn:aws-us-gov:iam::123456789012:role/deploy-web",
+        "arn:aws:sts::123456789012:role/deploy-web",
+        "arn:aws:iam::123456789013:role/deploy-web",
+        "arn:aws:iam::0123456789012:role/deploy-web",
+        "arn:aws:iam::123456789012:user/deploy-web",
+        "arn:aws:iam::123456789012:group/deploy-web",
+        // Paths, separators and trailing characters.
+        "arn:aws:iam::123456789012:role/admin/deploy-web",
+        "arn:aws:iam::123456789012:role/deploy-web ",
+        " arn:aws:iam::123456789012:role/deploy-web",
+        "arn:aws:iam::123456789012:role/deploy-web\n",
+        "arn:aws:iam::123456789012:role/deploy-web\u{0}",
+        "arn:aws:iam::123456789012:role/deploy-web:extra",
+        "arn:aws:iam::123456789012:role/deploy-web#",
+        "arn:aws:iam::123456789012:role/",
+        "arn:aws:iam::123456789012:role",
+        // Case: the partition, service and resource type are lower case in every ARN.
+        "ARN:AWS:IAM::123456789012:ROLE/DEPLOY-WEB",
+        "arn:AWS:iam::123456789012:role/deploy-web",
+        "arn:aws:IAM::123456789012:role/deploy-web",
+        "arn:aws:iam::123456789012:Role/deploy-web",
+        // Look-alike characters.
+        "arn:aws:iam::123456789012:role/dеploy-web",
+        "arn:aws:iam::１２３456789012:role/deploy-web",
+    ];
+    let config = config();
+    for arn in attempts {
+        let text = format!(
+            r#"{{"version": 1, "id": "j1", "kind": "build", "source": {{"type": "s3", "url": "s3://example-bucket/src.zip"}}, "role": {{"arn": {}}}}}"#,
+            serde_json::to_string(arn).unwrap()
+        );
+        match jobspec::parse(text.as_bytes()) {
+            Err(_) => {}
+            Ok(job) => {
+                let v = refused(&job, &config);
+                assert!(v.iter().any(|v| v.field == "role.arn"), "{arn:?}: {v:#?}");
+            }
+        }
+    }
+}
