@@ -121,6 +121,7 @@ fn a_gibibyte_without_a_newline_keeps_the_agent_small() {
         "version: 0.2\nphases:\n  build:\n    commands:\n      - head -c 1073741824 /dev/zero | tr '\\000' a\n",
     );
     let (run, peak_mib) = run_measuring_memory(&p);
+    eprintln!("1 GiB without a newline: the agent peaked at {peak_mib} MiB");
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(peak_mib < 128, "the agent peaked at {peak_mib} MiB");
     let logged = std::fs::metadata(log_of(&p, &run)).unwrap().len();
@@ -133,7 +134,12 @@ fn a_flood_of_short_lines_is_logged_whole() {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    commands:\n      - seq 1 1000000\n      - echo done\n",
     );
+    let started = Instant::now();
     let (run, peak_mib) = run_measuring_memory(&p);
+    eprintln!(
+        "1,000,000 lines: {:.1} s, the agent peaked at {peak_mib} MiB",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(peak_mib < 128, "the agent peaked at {peak_mib} MiB");
     let log = std::fs::read_to_string(log_of(&p, &run)).unwrap();

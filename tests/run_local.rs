@@ -540,6 +540,7 @@ fn docker_ignores_the_image_entrypoint_and_labels_the_container() {
     // While the build runs, its container carries both labels.
     let mut labelled = String::new();
     let mut host_config = String::new();
+    let mut isolation_seen = String::new();
     for _ in 0..50 {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let out = std::process::Command::new("docker")
@@ -572,6 +573,18 @@ fn docker_ignores_the_image_entrypoint_and_labels_the_container() {
                 .output()
                 .unwrap();
             host_config = String::from_utf8_lossy(&config.stdout).trim().to_string();
+            let isolation = std::process::Command::new("docker")
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{.HostConfig.CapDrop}}|{{.HostConfig.MemorySwap}}|{{range .Mounts}}{{.Source}};{{end}}",
+                    &id,
+                ])
+                .output()
+                .unwrap();
+            isolation_seen = String::from_utf8_lossy(&isolation.stdout)
+                .trim()
+                .to_string();
             break;
         }
     }
@@ -581,6 +594,26 @@ fn docker_ignores_the_image_entrypoint_and_labels_the_container() {
     let build_id = run.summary["build_id"].as_str().unwrap();
     assert!(labelled.starts_with(build_id), "labels seen: {labelled:?}");
     assert_eq!(host_config, "true false 4294967296 4096 2000000000");
+    // Capabilities a build has no use for are dropped, there is no swap past the limit, and
+    // nothing but the source is mounted (no Docker socket).
+    let mut parts = isolation_seen.split('|');
+    let mut dropped: Vec<String> = parts
+        .next()
+        .unwrap()
+        .trim_matches(['[', ']'])
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_string())
+        .collect();
+    dropped.sort();
+    assert_eq!(
+        dropped,
+        ["AUDIT_WRITE", "MKNOD", "NET_RAW", "SETFCAP"],
+        "{isolation_seen}"
+    );
+    assert_eq!(parts.next(), Some("4294967296"), "{isolation_seen}");
+    let mounts = parts.next().unwrap();
+    assert!(!mounts.contains("docker.sock"), "{mounts}");
+    assert_eq!(mounts.matches(';').count(), 1, "only the source: {mounts}");
     assert!(run.printed("pid1=docker-init"), "{}", run.stdout);
     let _ = std::process::Command::new("docker")
         .args(["rmi", "-f", "agent-test-entrypoint:latest"])
