@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs one fuzz target from its committed corpus (and the repository's examples as seeds),
+# then minimises the corpus so that it stays small enough to commit.
+# Usage: fuzz/run.sh TARGET [SECONDS]      default 1800 s; a crash stops the run (exit 1)
+# Targets: buildspec appspec jobspec config masker glob
+set -euo pipefail
+cd "$(dirname "$0")"
+target=$1
+seconds=${2:-1800}
+seeds=()
+options=(-max_len=8192)
+case "$target" in
+  buildspec) seeds=(../buildspec/tests/fixtures/valid/buildspec); options+=(-dict=yaml.dict) ;;
+  appspec) seeds=(../buildspec/tests/fixtures/valid/appspec); options+=(-dict=yaml.dict) ;;
+  jobspec) seeds=(../docs/examples/jobs ../tests/corpus/jobspec) ;;
+  config) seeds=(../docs/examples ../tests/corpus/config) ;;
+  masker | glob) options=(-max_len=4096) ;;
+  *) echo "unknown target $target" >&2; exit 2 ;;
+esac
+mkdir -p "corpus/$target"
+export RUSTC_BOOTSTRAP=1
+cargo fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- "${options[@]}" \
+  -max_total_time="$seconds" -print_final_stats=1
+cargo fuzz cmin -O "$target" "corpus/$target" -- "${options[@]}"
