@@ -377,3 +377,41 @@ fn sqs_jobs_ride_out_a_faulty_network_to_one_result_each() {
     );
     assert!(daemon.containers().is_empty());
 }
+
+#[test]
+fn a_stalled_s3_request_is_abandoned_and_retried() {
+    let bucket = format!("stall-{}", common::daemon::uuid_like());
+    common::boto3(&format!(
+        "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
+    ));
+    let proxy = fault_proxy::start(common::moto(), Faults::StallFirst);
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p out && echo one > out/one.txt\nartifacts:\n  files:\n    - 'out/**/*'\n",
+    );
+    let url = format!("s3://{bucket}/stalled");
+    let summary = p.path().join(".summary.json");
+    let started = Instant::now();
+    let output = common::agent()
+        .args(["run-local", "--executor", "host", "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(p.path())
+        .args(["--artifacts", &url])
+        .envs(common::aws_env())
+        .env("AWS_ENDPOINT_URL", &proxy.url)
+        .env("AGENT_AWS_READ_TIMEOUT", "3")
+        .output()
+        .unwrap();
+    let run = common::finish(output, &summary);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(proxy.injected() >= 1);
+    let body = common::boto3(&format!(
+        "print(boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='stalled/primary/out/one.txt')['Body'].read().decode().strip())"
+    ));
+    assert_eq!(body, "one");
+}

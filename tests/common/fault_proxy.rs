@@ -21,6 +21,9 @@ pub enum Faults {
     ResetThen500,
     /// A request's first connection is answered 503 SlowDown (throttling), its second served.
     SlowDown,
+    /// A request's first connection is read and then left unanswered (a stall); its
+    /// second is served.
+    StallFirst,
     /// Every connection answered 500.
     All,
 }
@@ -80,6 +83,7 @@ fn carry(
     };
     let fault = match (faults, attempt) {
         (Faults::All, _) => Some(500),
+        (Faults::StallFirst, 1) => Some(1),
         (Faults::ResetThen500, 1) => Some(0),
         (Faults::ResetThen500, 2) | (Faults::SlowDown, 1) => {
             Some(if matches!(faults, Faults::SlowDown) {
@@ -95,6 +99,10 @@ fn carry(
     }
     match fault {
         Some(0) => reset(client),
+        // Held open, silent, until the test process ends or the client gives up.
+        Some(1) => {
+            let _ = std::io::copy(&mut &client, &mut std::io::sink());
+        }
         Some(status) => answer_error(client, status),
         None => pass_through(client, target, &request.read),
     }

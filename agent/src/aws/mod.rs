@@ -44,11 +44,27 @@ pub enum AwsError {
     Role(#[from] RoleError),
 }
 
+/// How long an AWS call may wait for the first byte of its answer (from when the request
+/// starts, so a part upload's own transfer counts) before it is retried:
+/// `AGENT_AWS_READ_TIMEOUT` seconds, 300 by default. Without a limit a server or proxy that
+/// accepts a request and never answers would hang the build until its own timeout.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    let read = std::env::var("AGENT_AWS_READ_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(300);
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(read))
+        .build()
+}
+
 /// Loads the base configuration and assumes the role chain, if any; the first credentials
 /// are fetched now, so a wrong role fails before anything runs, with a message naming it.
 pub async fn connect(options: &AwsOptions) -> Result<Aws, AwsError> {
     let mut notes = Vec::new();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts());
     if let Some(profile) = &options.profile {
         loader = loader.profile_name(profile);
     }

@@ -728,7 +728,8 @@ async fn open_sources(config: &Config) -> Result<Vec<Polled>, String> {
 
 /// The AWS setup of the config: its region, profile and endpoint over the standard chain.
 pub(crate) async fn aws_config(config: &Config) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(crate::aws::timeouts());
     if let Some(region) = &config.aws.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
