@@ -346,13 +346,7 @@ fn sqs_jobs_run_and_poison_messages_go_to_the_dead_letter_queue() {
         "sqs = boto3.client('sqs', **kw)\nsqs.send_message(QueueUrl='{queue_url}', MessageBody=open('{}').read())\nsqs.send_message(QueueUrl='{queue_url}', MessageBody='not a job')",
         body.display()
     ));
-    let path = daemon.path("state/results/sqs-job-1.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "no result:\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let result: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let result = daemon.stored_result("sqs-job-1", Duration::from_secs(60));
     assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
     assert_eq!(result["exported_variables"]["GREETING"], "from-sqs");
     assert!(
@@ -360,21 +354,7 @@ fn sqs_jobs_run_and_poison_messages_go_to_the_dead_letter_queue() {
         "{result:#}"
     );
     // The queue is empty; the malformed message is in the dead-letter queue with its reason.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = common::boto3(&format!(
-            "sqs = boto3.client('sqs', **kw)\na = sqs.get_queue_attributes(QueueUrl='{queue_url}', AttributeNames=['All'])['Attributes']\nd = sqs.get_queue_attributes(QueueUrl='{dlq_url}', AttributeNames=['All'])['Attributes']\nprint(int(a['ApproximateNumberOfMessages']) + int(a['ApproximateNumberOfMessagesNotVisible']), d['ApproximateNumberOfMessages'])"
-        ));
-        if left == "0 1" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "queue/dlq: {left}\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    daemon.wait_queues(&[(&queue_url, 0), (&dlq_url, 1)], Duration::from_secs(20));
     let reason = common::boto3(&format!(
         "sqs = boto3.client('sqs', **kw)\nm = sqs.receive_message(QueueUrl='{dlq_url}', MessageAttributeNames=['All'])['Messages'][0]\nprint(m['Body'])\nprint(m['MessageAttributes']['agent-reject-reason']['StringValue'])"
     ));

@@ -339,37 +339,12 @@ fn sqs_jobs_ride_out_a_faulty_network_to_one_result_each() {
         ));
     }
     for name in &names {
-        let path = daemon.path(&format!("state/results/{name}.json"));
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !path.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "no result for {name}:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let result: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let result = daemon.stored_result(name, Duration::from_secs(90));
         assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
         assert_eq!(result["exported_variables"]["GREETING"], "through");
     }
     // Every message was deleted once its result was stored, through the faults.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = common::boto3(&format!(
-            "a = boto3.client('sqs', **kw).get_queue_attributes(QueueUrl='{queue_url}', AttributeNames=['All'])['Attributes']\nprint(int(a['ApproximateNumberOfMessages']) + int(a['ApproximateNumberOfMessagesNotVisible']))"
-        ));
-        if left == "0" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} messages left:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    daemon.wait_queues(&[(&queue_url, 0)], Duration::from_secs(30));
     assert!(
         proxy.injected() >= 6,
         "{} faults injected",

@@ -160,6 +160,43 @@ impl Daemon {
         }
     }
 
+    /// The job's result as the daemon stored it in its state directory (whatever the
+    /// source), waiting for it.
+    pub fn stored_result(&self, name: &str, timeout: Duration) -> Value {
+        let path = self.path(&format!("state/results/{name}.json"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(text) = fs::read_to_string(&path)
+                && let Ok(value) = serde_json::from_str(&text)
+            {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result for {name}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the SQS queues hold `want` messages each (visible and in flight).
+    pub fn wait_queues(&self, queues: &[(&str, u64)], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let depths: Vec<u64> = queues.iter().map(|(url, _)| queue_depth(url)).collect();
+            if depths.iter().zip(queues).all(|(d, (_, want))| d == want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queues hold {depths:?}, not {queues:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id();
         Command::new("kill")
@@ -293,4 +330,13 @@ pub fn http_get(port: u16, path: &str) -> String {
     let mut out = String::new();
     stream.read_to_string(&mut out).unwrap();
     out
+}
+
+/// Messages in an SQS queue, visible and in flight.
+pub fn queue_depth(queue_url: &str) -> u64 {
+    super::boto3(&format!(
+        "a = boto3.client('sqs', **kw).get_queue_attributes(QueueUrl='{queue_url}', AttributeNames=['All'])['Attributes']\nprint(int(a['ApproximateNumberOfMessages']) + int(a['ApproximateNumberOfMessagesNotVisible']))"
+    ))
+    .parse()
+    .unwrap()
 }
