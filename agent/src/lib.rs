@@ -11,5 +11,6 @@ pub mod exit;
 pub mod job_check;
 pub mod logs;
 pub mod run_local;
+pub mod runtime;
 pub mod source;
 pub mod validate;

@@ -47,16 +47,9 @@ pub fn run(config_path: &Path) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::start() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::CANNOT_RUN;
-        }
+        Err(status) => return status,
     };
     runtime.block_on(Daemon::run(config_path.to_path_buf(), config))
 }

@@ -20,16 +20,9 @@ use crate::exit;
 /// (even when the rollback succeeded), 2 bad input (nothing on the host changed), 3 the
 /// agent could not run it.
 pub fn run(args: DeployLocalArgs) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::start() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::CANNOT_RUN;
-        }
+        Err(status) => return status,
     };
     runtime.block_on(run_async(args))
 }

@@ -25,16 +25,9 @@ use crate::logs::{FileSink, JsonSink, Log, Maskers, Sink, TerminalSink};
 
 /// Runs the build the flags describe; returns the exit status.
 pub fn run(args: RunLocalArgs) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::start() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::CANNOT_RUN;
-        }
+        Err(status) => return status,
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(run_async(Arc::new(args)))
