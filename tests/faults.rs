@@ -390,3 +390,44 @@ fn a_stalled_s3_request_is_abandoned_and_retried() {
     ));
     assert_eq!(body, "one");
 }
+
+#[test]
+fn an_https_source_behind_resets_and_server_errors_is_fetched() {
+    let _serial = serial();
+    let src = tempfile::tempdir().unwrap();
+    fs::write(
+        src.path().join("buildspec.yml"),
+        "version: 0.2\nenv:\n  exported-variables: [GREETING]\nphases:\n  build:\n    commands:\n      - export GREETING=$(cat origin.txt)\n",
+    )
+    .unwrap();
+    fs::write(src.path().join("origin.txt"), "fetched").unwrap();
+    let tarball = src.path().join("app.tgz");
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(src.path())
+        .args(["buildspec.yml", "origin.txt"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (files_url, _) = common::daemon::http_server(fs::read(&tarball).unwrap());
+    let proxy = fault_proxy::start(&files_url, Faults::ResetThen500);
+    let daemon = Daemon::start("");
+    let job = serde_json::json!({
+        "version": 1,
+        "id": "https-faulty",
+        "kind": "build",
+        "source": {"type": "https", "url": format!("{}/app.tgz", proxy.url)},
+    });
+    daemon.submit("https-faulty", &job);
+    let result = daemon.result("https-faulty", Duration::from_secs(90));
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    assert_eq!(result["exported_variables"]["GREETING"], "fetched");
+    assert_eq!(proxy.injected(), 2, "a reset and a 500 before the download");
+    assert!(
+        daemon.log().contains("source fetch failed; trying again"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -553,6 +553,50 @@ struct Prepared {
     env: BTreeMap<String, String>,
 }
 
+/// A source error that may go away if the fetch is tried again.
+trait Transient: std::fmt::Display {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for crate::source::https::HttpsError {
+    fn is_transient(&self) -> bool {
+        crate::source::https::HttpsError::is_transient(self)
+    }
+}
+
+impl Transient for crate::source::git_fetch::GitError {
+    fn is_transient(&self) -> bool {
+        crate::source::git_fetch::GitError::is_transient(self)
+    }
+}
+
+/// Pauses before the second and third tries of a source fetch.
+const SOURCE_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(4)];
+
+/// Fetches a source into `dest` (a new directory each try), trying again after a pause
+/// when the failure looks transient: a source host's hiccup should not fail a build.
+async fn with_retries<T, E, F, Fut>(url: &str, dest: &Path, mut fetch: F) -> Result<T, E>
+where
+    E: Transient,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut pauses = SOURCE_RETRY_PAUSES.iter();
+    loop {
+        let _ = std::fs::remove_dir_all(dest);
+        match fetch().await {
+            Err(e) if e.is_transient() => match pauses.next() {
+                Some(pause) => {
+                    tracing::warn!(url = %crate::source::https::redacted_text(url), error = %e, retry_in_s = pause.as_secs(), "source fetch failed; trying again");
+                    tokio::time::sleep(*pause).await;
+                }
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
 /// What preparing a workspace needs from the agent.
 struct Fetchers<'a> {
     git_cache: PathBuf,
@@ -605,11 +649,11 @@ async fn prepare(
                 submodules: git.submodules,
                 credentials: credentials.as_ref(),
             };
-            // The checkout must be a new directory.
-            let _ = std::fs::remove_dir(&src);
-            let fetched = crate::source::git_fetch::fetch(&fetchers.git_cache, &request, &src)
-                .await
-                .map_err(|e| format!("cannot fetch the git source: {e}"))?;
+            let fetched = with_retries(&git.url, &src, || {
+                crate::source::git_fetch::fetch(&fetchers.git_cache, &request, &src)
+            })
+            .await
+            .map_err(|e| format!("cannot fetch the git source: {e}"))?;
             env.insert("CODEBUILD_SOURCE_REPO_URL".into(), git.url.clone());
             env.insert(
                 "CODEBUILD_SOURCE_VERSION".into(),
@@ -621,12 +665,10 @@ async fn prepare(
             src.display().to_string()
         }
         JobSourceSpec::Https(https) => {
-            crate::source::https::fetch(
-                &https.url,
-                https.sha256.as_deref(),
-                &src,
-                &crate::source::https::FetchLimits::default(),
-            )
+            let limits = crate::source::https::FetchLimits::default();
+            with_retries(&https.url, &src, || {
+                crate::source::https::fetch(&https.url, https.sha256.as_deref(), &src, &limits)
+            })
             .await
             .map_err(|e| e.to_string())?;
             src.display().to_string()

@@ -152,6 +152,14 @@ pub enum GitError {
     Git(String),
 }
 
+impl GitError {
+    /// Worth another try: the network failed. Not: a missing ref, refused credentials, a
+    /// request that cannot be carried out.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GitError::Network { .. })
+    }
+}
+
 fn not_found_message(url: &str, reference: &str, known: &[String]) -> String {
     let mut text = format!("`{reference}` is not a branch, tag or commit of {url}");
     if known.is_empty() {

@@ -124,6 +124,20 @@ pub enum HttpsError {
     },
 }
 
+impl HttpsError {
+    /// Worth another try: the connection failed or broke, the server timed out or answered
+    /// 408, 429 or 5xx. Not: a wrong URL, a missing or forbidden archive, a bad checksum.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HttpsError::Transport { .. } | HttpsError::Timeout { .. } => true,
+            HttpsError::Status { status, .. } => {
+                matches!(status, 408 | 429) || (500..600).contains(status)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Checks a URL from a job or the config: `https://`, or `http://` to this machine, and no
 /// credentials (they would end up in logs and in every redirect's request).
 pub fn check_url(text: &str) -> Result<Url, UrlError> {
