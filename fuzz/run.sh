@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one fuzz target from its committed corpus (and the repository's examples as seeds),
-# then minimises the corpus so that it stays small enough to commit.
+# then minimises the corpus and packs it into fuzz/corpus/TARGET.tar.gz, which is committed.
 # Usage: fuzz/run.sh TARGET [SECONDS]      default 1800 s; a crash stops the run (exit 1)
 # Targets: buildspec appspec jobspec config masker glob
 set -euo pipefail
@@ -17,8 +17,14 @@ case "$target" in
   masker | glob) options=(-max_len=4096) ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
+# The corpus is committed as one archive per target; the unpacked folder is a working copy.
+if [ ! -d "corpus/$target" ] && [ -f "corpus/$target.tar.gz" ]; then
+  tar xzf "corpus/$target.tar.gz" -C corpus
+fi
 mkdir -p "corpus/$target"
 export RUSTC_BOOTSTRAP=1
 cargo fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- "${options[@]}" \
   -max_total_time="$seconds" -print_final_stats=1
 cargo fuzz cmin -O "$target" "corpus/$target" -- "${options[@]}"
+tar czf "corpus/$target.tar.gz" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+  -C corpus "$target"
