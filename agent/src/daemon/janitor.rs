@@ -37,7 +37,7 @@ pub async fn reconcile(
     let mut done = Reconciled::default();
     for entry in state.journal_entries() {
         if let Some(pid) = entry.pid
-            && kill_stale_job(pid)
+            && kill_stale_job(pid, entry.workspace.as_deref())
         {
             done.killed.push(pid);
         }
@@ -98,21 +98,25 @@ pub async fn reconcile(
 }
 
 /// Kills the process group of a job process the previous run started, if it is still
-/// there and still ours (the pid may have been reused).
-fn kill_stale_job(pid: u32) -> bool {
+/// there and still that job's: pids are reused (quickly where `pid_max` is small), and a
+/// group kill of a reused pid could hit any process. The process must lead its own group
+/// (job processes are started so), be `run-local` or `deploy-local`, and name the job's
+/// workspace in its arguments.
+fn kill_stale_job(pid: u32, workspace: Option<&std::path::Path>) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let cmdline = String::from_utf8_lossy(&cmdline);
-    let ours = cmdline.contains("run-local") || cmdline.contains("deploy-local");
+    let kind = cmdline.contains("run-local") || cmdline.contains("deploy-local");
+    let theirs = workspace.is_some_and(|w| cmdline.contains(&*w.to_string_lossy()));
     let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
-    ours && nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(raw),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .is_ok()
+    let pid = nix::unistd::Pid::from_raw(raw);
+    let leads_its_group = nix::unistd::getpgid(Some(pid)).is_ok_and(|g| g == pid);
+    kind && theirs
+        && leads_its_group
+        && nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL).is_ok()
 }
 
 async fn remove_labelled(instance: &str, done: &mut Reconciled) {
