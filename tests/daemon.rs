@@ -124,11 +124,7 @@ fn a_killed_daemon_cleans_up_and_the_job_runs_again_to_one_result() {
     daemon.signal("KILL");
     daemon.wait_exit(Duration::from_secs(5));
     // Its job process is killed hard too (as by an OOM kill of the whole service).
-    for pid in daemon.job_processes() {
-        let _ = Command::new("kill")
-            .args(["-9", &format!("-{pid}")])
-            .status();
-    }
+    daemon.kill_job_processes();
     assert!(
         !daemon.containers().is_empty(),
         "the container outlives the daemon"

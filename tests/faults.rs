@@ -210,11 +210,7 @@ fn kill_9_at_twenty_points_of_a_job_leaves_one_result_each_time() {
         std::thread::sleep(Duration::from_millis(point * 150));
         daemon.signal("KILL");
         daemon.wait_exit(Duration::from_secs(10));
-        for pid in daemon.job_processes() {
-            let _ = Command::new("kill")
-                .args(["-9", &format!("-{pid}")])
-                .status();
-        }
+        daemon.kill_job_processes();
         daemon.launch();
         let result = daemon.result(&name, Duration::from_secs(90));
         assert_eq!(result["status"], "SUCCEEDED", "{name}: {result:#}");
@@ -430,4 +426,36 @@ fn an_https_source_behind_resets_and_server_errors_is_fetched() {
         "{}",
         daemon.log()
     );
+}
+
+#[test]
+fn a_slow_link_still_delivers_whole_artifacts() {
+    let bucket = format!("slow-link-{}", common::daemon::uuid_like());
+    common::boto3(&format!(
+        "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
+    ));
+    // 512 KiB/s each way: the 3 MiB file takes about 6 s to cross.
+    let proxy = fault_proxy::start(common::moto(), Faults::Slow(512 * 1024));
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p out && head -c 3145728 /dev/urandom > out/big.bin\nartifacts:\n  files:\n    - 'out/**/*'\n",
+    );
+    let url = format!("s3://{bucket}/slow");
+    let started = Instant::now();
+    let run = run_local_through(&p, &proxy.url, &["--artifacts", &url]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "the link was not slow: {:?}",
+        started.elapsed()
+    );
+    let local = fs::read(p.path().join("out/big.bin")).unwrap();
+    let remote = common::boto3(&format!(
+        "import hashlib\nprint(hashlib.sha256(boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='slow/primary/out/big.bin')['Body'].read()).hexdigest())"
+    ));
+    use sha2::Digest;
+    let want: String = sha2::Sha256::digest(&local)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(remote, want);
 }

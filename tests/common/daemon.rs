@@ -239,21 +239,39 @@ impl Daemon {
     }
 
     pub fn job_processes(&self) -> Vec<u32> {
-        let marker = self.dir.path().display().to_string();
         fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| {
-                        let c = String::from_utf8_lossy(&c);
-                        c.contains(&marker)
-                            && (c.contains("run-local") || c.contains("deploy-local"))
-                    })
-                    .unwrap_or(false)
-            })
+            .filter(|&pid| self.is_job_process(pid))
             .collect()
+    }
+
+    fn is_job_process(&self, pid: u32) -> bool {
+        let marker = self.dir.path().display().to_string();
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains(&marker) && (c.contains("run-local") || c.contains("deploy-local"))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Kills this daemon's job processes, as an OOM kill of the whole service would. Each
+    /// is killed by its own pid right after checking it is still one of them: pids are
+    /// reused quickly on a busy machine, and a group kill of a reused pid could hit any
+    /// process.
+    pub fn kill_job_processes(&self) {
+        for pid in self.job_processes() {
+            if self.is_job_process(pid)
+                && let Ok(raw) = i32::try_from(pid)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
@@ -263,11 +281,7 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for pid in self.job_processes() {
-            let _ = Command::new("kill")
-                .args(["-9", &format!("-{pid}")])
-                .status();
-        }
+        self.kill_job_processes();
         for id in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }

@@ -24,6 +24,8 @@ pub enum Faults {
     /// A request's first connection is read and then left unanswered (a stall); its
     /// second is served.
     StallFirst,
+    /// Every request served, both directions throttled to this many bytes a second.
+    Slow(u64),
     /// Every connection answered 500.
     All,
 }
@@ -104,7 +106,13 @@ fn carry(
             let _ = std::io::copy(&mut &client, &mut std::io::sink());
         }
         Some(status) => answer_error(client, status),
-        None => pass_through(client, target, &request.read),
+        None => {
+            let rate = match faults {
+                Faults::Slow(rate) => Some(rate),
+                _ => None,
+            };
+            pass_through(client, target, &request.read, rate);
+        }
     }
 }
 
@@ -197,7 +205,7 @@ fn reset(client: TcpStream) {
     drop(client);
 }
 
-fn pass_through(client: TcpStream, target: &str, read: &[u8]) {
+fn pass_through(client: TcpStream, target: &str, read: &[u8], rate: Option<u64>) {
     let Ok(mut server) = TcpStream::connect(target) else {
         return;
     };
@@ -207,9 +215,31 @@ fn pass_through(client: TcpStream, target: &str, read: &[u8]) {
     let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let (mut c1, mut s1) = (client, server);
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c1, &mut s1);
+        let _ = copy(&mut c1, &mut s1, rate);
         let _ = s1.shutdown(Shutdown::Write);
     });
-    let _ = std::io::copy(&mut s2, &mut c2);
+    let _ = copy(&mut s2, &mut c2, rate);
     let _ = c2.shutdown(Shutdown::Write);
+}
+
+/// Copies until the end, at most `rate` bytes a second when given.
+fn copy(from: &mut TcpStream, to: &mut TcpStream, rate: Option<u64>) -> std::io::Result<()> {
+    let Some(rate) = rate else {
+        return std::io::copy(from, to).map(drop);
+    };
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = from.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&chunk[..n])?;
+        sent += n as u64;
+        let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
 }
