@@ -153,10 +153,21 @@ pub enum GitError {
 }
 
 impl GitError {
-    /// Worth another try: the network failed. Not: a missing ref, refused credentials, a
-    /// request that cannot be carried out.
+    /// Worth another try: the network failed, or the server answered an error of its own.
+    /// Not: a missing ref or repository, refused credentials, an untrusted certificate or
+    /// host key, a request that cannot be carried out.
     pub fn is_transient(&self) -> bool {
-        matches!(self, GitError::Network { .. })
+        let GitError::Network { message, .. } = self else {
+            return false;
+        };
+        let lasting = [
+            "status code: 401",
+            "status code: 403",
+            "status code: 404",
+            "certificate",
+            "host key",
+        ];
+        !lasting.iter().any(|m| message.contains(m))
     }
 }
 
