@@ -8,11 +8,12 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::agent;
 use common::daemon::{Daemon, build_job, http_get, http_server, serial, uuid_like, wait_running};
+use common::git_server::GitServer;
 use serde_json::{Value, json};
 
 #[test]
@@ -572,69 +573,8 @@ fn webhooks_announce_jobs_and_https_sources_are_fetched() {
 #[test]
 fn a_git_source_is_checked_out_at_its_commit() {
     let _serial = serial();
-    let root = tempfile::tempdir().unwrap();
-    let work = root.path().join("work");
-    fs::create_dir_all(&work).unwrap();
-    let git = |dir: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    git(&work, &["init", "-q"]);
-    fs::write(
-        work.join("buildspec.yml"),
-        "version: 0.2\nenv:\n  exported-variables: [COMMIT, REPO, BRANCH_FILE]\nphases:\n  build:\n    commands:\n      - export COMMIT=$CODEBUILD_RESOLVED_SOURCE_VERSION REPO=$CODEBUILD_SOURCE_REPO_URL\n      - export BRANCH_FILE=$(cat which.txt)\n",
-    )
-    .unwrap();
-    fs::write(work.join("which.txt"), "main").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-qm", "first"]);
-    let commit = git(&work, &["rev-parse", "HEAD"]);
-    git(
-        root.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            "served/repo.git",
-        ],
-    );
-    // Smart HTTP through git's own CGI program, as a forge serves it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new("python3")
-        .args(["-c", GIT_HTTP_SERVER, &port.to_string()])
-        .current_dir(root.path().join("served"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the git server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let server = GitServer::start();
+    let (url, commit) = (server.url.clone(), server.commit.clone());
     let daemon = Daemon::start("");
     let job = json!({
         "version": 1,
@@ -644,8 +584,7 @@ fn a_git_source_is_checked_out_at_its_commit() {
     });
     daemon.submit("git-1", &job);
     let result = daemon.result("git-1", Duration::from_secs(60));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
     assert_eq!(result["exported_variables"]["COMMIT"], commit.as_str());
     assert_eq!(result["exported_variables"]["REPO"], url.as_str());
@@ -658,51 +597,6 @@ fn a_git_source_is_checked_out_at_its_commit() {
             .is_some()
     );
 }
-
-/// `git http-backend` behind a small HTTP/1.1 server (libgit2 sends chunked bodies, which
-/// Python's own CGI handler does not read).
-const GIT_HTTP_SERVER: &str = r#"
-import http.server, os, subprocess, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def body(self):
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = b""
-            while True:
-                size = int(self.rfile.readline().strip(), 16)
-                chunk = self.rfile.read(size + 2)
-                if size == 0:
-                    return data
-                data += chunk[:size]
-        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
-    def handle_one(self):
-        path, _, query = self.path.partition("?")
-        data = self.body()
-        env = dict(os.environ, GIT_PROJECT_ROOT=os.getcwd(), GIT_HTTP_EXPORT_ALL="1",
-                   REQUEST_METHOD=self.command, PATH_INFO=path, QUERY_STRING=query,
-                   CONTENT_TYPE=self.headers.get("Content-Type", ""), CONTENT_LENGTH=str(len(data)),
-                   REMOTE_ADDR="127.0.0.1")
-        out = subprocess.run(["git", "http-backend"], input=data, env=env, capture_output=True).stdout
-        head, _, content = out.partition(b"\r\n\r\n")
-        status = "200 OK"
-        headers = []
-        for line in head.decode().split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.lower() == "status":
-                status = value.strip()
-            elif name:
-                headers.append((name, value.strip()))
-        self.send_response_only(int(status.split()[0]), status.partition(" ")[2])
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
-    do_GET = do_POST = handle_one
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"#;
 
 #[test]
 fn a_codepipeline_job_runs_and_reports_its_outputs() {

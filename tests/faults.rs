@@ -459,3 +459,30 @@ fn a_slow_link_still_delivers_whole_artifacts() {
         .collect();
     assert_eq!(remote, want);
 }
+
+#[test]
+fn a_git_source_behind_resets_and_server_errors_is_fetched() {
+    let _serial = serial();
+    let server = common::git_server::GitServer::start();
+    let proxy = fault_proxy::start(&server.origin, Faults::ResetThen500);
+    let url = format!("{}/repo.git", proxy.url);
+    let daemon = Daemon::start("");
+    let job = serde_json::json!({
+        "version": 1,
+        "id": "git-faulty",
+        "kind": "build",
+        "source": {"type": "git", "url": url, "ref": "main", "depth": 1},
+    });
+    daemon.submit("git-faulty", &job);
+    let result = daemon.result("git-faulty", Duration::from_secs(90));
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    assert_eq!(
+        result["exported_variables"]["COMMIT"],
+        server.commit.as_str()
+    );
+    assert!(
+        proxy.injected() >= 2,
+        "{} faults injected",
+        proxy.injected()
+    );
+}

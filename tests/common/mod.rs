@@ -5,6 +5,7 @@
 pub mod codepipeline_fake;
 pub mod daemon;
 pub mod fault_proxy;
+pub mod git_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
