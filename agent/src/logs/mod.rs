@@ -45,6 +45,13 @@ impl Maskers {
             log.add_secrets(secrets);
         }
     }
+
+    /// `text` masked with every value any of the logs masks.
+    pub fn mask(&self, text: &str) -> String {
+        let logs = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        logs.iter()
+            .fold(text.to_string(), |text, log| log.mask(&text))
+    }
 }
 
 /// A shared handle to a build's log.

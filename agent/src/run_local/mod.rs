@@ -123,17 +123,8 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
         Err(message) => {
             eprintln!("error: {message}");
             let summary = aws_setup::provisioning_failed(&request, &message);
-            if let Some(path) = &args.summary
-                && let Err(e) = write_summary(&summary, path)
-            {
-                // Standard error may be on the same full disk; failing to say so is no reason to panic.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "error: cannot write the summary to {}: {e}",
-                    path.display()
-                );
-            }
+            let secrets = secret_values(&request);
+            save_summary(&summary, args.summary.as_deref(), &secrets, &maskers);
             return exit::FAILED;
         }
     };
@@ -156,6 +147,7 @@ async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, masker
         .log_dir
         .clone()
         .unwrap_or_else(|| request.source_dir.join(".agent/logs"));
+    let secrets = secret_values(&request);
     let (summary, log_path) = match request.buildspec.batch.clone() {
         Some(spec) => {
             let dir = logs.join(&request.build_id);
@@ -189,11 +181,7 @@ async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, masker
     if !args.json_logs {
         output::print_summary(&summary, &log_path, args.quiet);
     }
-    if let Some(path) = &args.summary
-        && let Err(e) = write_summary(&summary, path)
-    {
-        eprintln!("error: cannot write the summary to {}: {e}", path.display());
-    }
+    save_summary(&summary, args.summary.as_deref(), &secrets, maskers);
     match summary.status {
         BuildStatus::Succeeded => exit::SUCCESS,
         // The environment failed the build, not its commands.
@@ -377,7 +365,48 @@ async fn watch_stdin_eof(stop: watch::Sender<Stop>) {
 /// How long `finally` may run once a stop was asked for, before everything is killed.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn write_summary(summary: &Summary, path: &Path) -> std::io::Result<()> {
+/// Writes the summary when one was asked for, every string in it masked: values a build
+/// puts in names (an artifact named after a secret variable) would otherwise reach it.
+/// Failing to write is reported, never a panic (standard error may be on the same full disk).
+fn save_summary(summary: &Summary, path: Option<&Path>, secrets: &[String], maskers: &Maskers) {
+    let Some(path) = path else {
+        return;
+    };
+    let masker = crate::logs::Masker::new(secrets);
+    let mask = |text: &str| maskers.mask(&masker.mask_str(text));
+    let written = serde_json::to_value(summary)
+        .map_err(std::io::Error::other)
+        .and_then(|mut value| {
+            mask_strings(&mut value, &mask);
+            write_summary(&value, path)
+        });
+    if let Err(e) = written {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: cannot write the summary to {}: {e}",
+            path.display()
+        );
+    }
+}
+
+/// Masks every string (and object key) of a JSON value in place.
+fn mask_strings(value: &mut serde_json::Value, mask: &impl Fn(&str) -> String) {
+    match value {
+        serde_json::Value::String(text) => *text = mask(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| mask_strings(v, mask)),
+        serde_json::Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut v) in entries {
+                mask_strings(&mut v, mask);
+                map.insert(mask(&key), v);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn write_summary(summary: &serde_json::Value, path: &Path) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?;
     // Written whole and renamed, so a reader never sees half a summary.
     let tmp = path.with_extension("tmp");
