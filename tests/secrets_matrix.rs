@@ -57,7 +57,7 @@ fn buildspec() -> String {
             .collect()
     };
     format!(
-        "version: 0.2\nenv:\n  shell: bash\n  exported-variables:\n    - LEAK\nphases:\n  build:\n    commands:\n{}    finally:\n{}  post_build:\n    commands:\n{}",
+        "version: 0.2\nenv:\n  shell: bash\n  exported-variables:\n    - LEAK\nphases:\n  build:\n    commands:\n{}    finally:\n{}  post_build:\n    commands:\n{}artifacts:\n  name: V25-$SECOND\n  files:\n    - leak.txt\n",
         block(BUILD),
         block(FINALLY),
         block(POST_BUILD)
@@ -170,4 +170,12 @@ fn no_secret_reaches_any_sink_in_any_form() {
         .as_str()
         .unwrap();
     assert!(message.contains("V19 ***"), "{message}");
+    // V25: an artifact named after a secret variable.
+    let names: Vec<&str> = run.summary["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["V25-***"], "{}", run.summary);
 }
