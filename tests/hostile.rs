@@ -51,7 +51,13 @@ fn a_fork_bomb_meets_the_pids_limit_and_the_timeout() {
         started.elapsed()
     );
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    assert_eq!(run.status(), "TIMED_OUT");
+    // Either the timeout ends it, or the shell itself cannot fork its next command once the
+    // bomb holds every pid the limit allows: contained both ways, never SUCCEEDED.
+    assert!(
+        matches!(run.status(), "TIMED_OUT" | "FAILED"),
+        "{}",
+        run.summary
+    );
     assert_cleaned_up(&run);
 }
 
