@@ -8,11 +8,12 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::agent;
-use common::daemon::{Daemon, build_job, http_get, http_server, serial, uuid_like, wait_running};
+use common::daemon::{
+    Daemon, build_job, http_get, http_server, serial, serve_tarball, uuid_like, wait_running,
+};
 use common::git_server::GitServer;
 use serde_json::{Value, json};
 
@@ -494,30 +495,17 @@ fn a_fleet_shares_results_through_s3_so_a_job_runs_once() {
     );
 }
 
-/// A one-thread HTTP server on loopback: answers every request with `body` and keeps what
-/// it was sent (method, path, headers and body as text).
 #[test]
 fn webhooks_announce_jobs_and_https_sources_are_fetched() {
     let _serial = serial();
     // The source: a tarball served over HTTP on loopback.
-    let src = tempfile::tempdir().unwrap();
-    fs::write(
-        src.path().join("buildspec.yml"),
-        "version: 0.2\nenv:\n  exported-variables: [FROM]\nphases:\n  build:\n    commands:\n      - export FROM=$(cat origin.txt)\n",
-    )
-    .unwrap();
-    fs::write(src.path().join("origin.txt"), "tarball").unwrap();
-    let tarball = src.path().join("app.tgz");
-    let status = Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(src.path())
-        .args(["buildspec.yml", "origin.txt"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (files_url, _) = http_server(fs::read(&tarball).unwrap());
+    let files_url = serve_tarball(&[
+        (
+            "buildspec.yml",
+            "version: 0.2\nenv:\n  exported-variables: [FROM]\nphases:\n  build:\n    commands:\n      - export FROM=$(cat origin.txt)\n",
+        ),
+        ("origin.txt", "tarball"),
+    ]);
     let (hook_url, seen) = http_server(b"ok".to_vec());
     let daemon = Daemon::start(&format!(
         "[notifications]\nwebhook = \"{hook_url}/hooks/agent?token=s3cr3t\"\n"

@@ -390,24 +390,13 @@ fn a_stalled_s3_request_is_abandoned_and_retried() {
 #[test]
 fn an_https_source_behind_resets_and_server_errors_is_fetched() {
     let _serial = serial();
-    let src = tempfile::tempdir().unwrap();
-    fs::write(
-        src.path().join("buildspec.yml"),
-        "version: 0.2\nenv:\n  exported-variables: [GREETING]\nphases:\n  build:\n    commands:\n      - export GREETING=$(cat origin.txt)\n",
-    )
-    .unwrap();
-    fs::write(src.path().join("origin.txt"), "fetched").unwrap();
-    let tarball = src.path().join("app.tgz");
-    let status = Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(src.path())
-        .args(["buildspec.yml", "origin.txt"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (files_url, _) = common::daemon::http_server(fs::read(&tarball).unwrap());
+    let files_url = common::daemon::serve_tarball(&[
+        (
+            "buildspec.yml",
+            "version: 0.2\nenv:\n  exported-variables: [GREETING]\nphases:\n  build:\n    commands:\n      - export GREETING=$(cat origin.txt)\n",
+        ),
+        ("origin.txt", "fetched"),
+    ]);
     let proxy = fault_proxy::start(&files_url, Faults::ResetThen500);
     let daemon = Daemon::start("");
     let job = serde_json::json!({

@@ -394,3 +394,23 @@ pub fn http_server(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Ve
     });
     (url, seen)
 }
+
+/// A gzipped tarball of `files` (name, content) served over HTTP on loopback; returns the
+/// server's URL (the archive is at `/app.tgz`, or any path).
+pub fn serve_tarball(files: &[(&str, &str)]) -> String {
+    let src = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        fs::write(src.path().join(name), content).unwrap();
+    }
+    let tarball = src.path().join("app.tgz");
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(src.path())
+        .args(files.iter().map(|(name, _)| *name))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    http_server(fs::read(&tarball).unwrap()).0
+}
