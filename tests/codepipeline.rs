@@ -13,7 +13,7 @@ use agent::daemon::codepipeline::{
     CodePipelineOptions, CodePipelineSource, PLACEHOLDER_FILE, RELEASE_MESSAGE,
 };
 use agent::daemon::result::{JobResult, JobStatus};
-use agent::daemon::source::{Delivery, JobSource, SourceError};
+use agent::daemon::source::{Delivery, JobSource, Lease, SourceError};
 use agent_config::config::ActionCategory;
 use common::codepipeline_fake::{ActionType, ArtifactAt, Fake, NewJob};
 
@@ -48,6 +48,16 @@ fn source(
     work_dir: &Path,
     action: &ActionType,
 ) -> CodePipelineSource {
+    source_with(config, work_dir, action, None, "build-1")
+}
+
+fn source_with(
+    config: &aws_config::SdkConfig,
+    work_dir: &Path,
+    action: &ActionType,
+    job_timeout: Option<Duration>,
+    agent: &str,
+) -> CodePipelineSource {
     CodePipelineSource::new(
         config,
         CodePipelineOptions {
@@ -56,6 +66,8 @@ fn source(
             version: action.version.clone(),
             poll_interval: Duration::from_millis(50),
             work_dir: work_dir.to_path_buf(),
+            job_timeout,
+            agent: agent.to_string(),
         },
     )
     .unwrap()
@@ -779,4 +791,86 @@ async fn a_large_output_goes_up_in_parts() {
         .read_to_end(&mut back)
         .unwrap();
     assert!(back == noise);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_of_a_build_the_agent_no_longer_runs_is_failed() {
+    let (fake, config) = start(3).await;
+    fake.set_job_timeout(Duration::from_secs(2));
+    let work = tempfile::tempdir().unwrap();
+    let input = bucket_with_input("cp-orphan", &[("buildspec.yml", "version: 0.2\n")]).await;
+    let job_id = fake.add_job(NewJob::new(action()).input(input));
+    let timeout = Some(Duration::from_secs(2));
+    let before = source_with(&config, work.path(), &action(), timeout, "build-1");
+    let delivery = next_delivery(&before).await;
+    // Handed back at half the job timeout; the poll for the continuation fails (every
+    // attempt throttled) and the agent stops before it tries again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fake.throttle("PollForJobs", 3);
+    assert_eq!(before.extend(&delivery).await.unwrap(), Lease::Held);
+    drop(before);
+    let execution = fake.execution(&job_id);
+    assert_eq!(execution.len(), 2, "{execution:?}");
+    assert_eq!(execution[1].1, "Queued", "{execution:?}");
+    // Polled and not acknowledged, a job is handed out again soon.
+    fake.set_ack_timeout(Duration::from_millis(200));
+
+    // Another agent of the action type leaves it alone; this agent, restarted, fails it.
+    let other = source_with(&config, work.path(), &action(), timeout, "build-2");
+    assert!(other.next().await.unwrap().is_none());
+    assert!(fake.results().iter().all(|r| r.succeeded()));
+    let after = source_with(&config, work.path(), &action(), timeout, "build-1");
+    for _ in 0..40 {
+        if fake.results().iter().any(|r| !r.succeeded()) {
+            break;
+        }
+        assert!(after.next().await.unwrap().is_none());
+    }
+    let failed = fake.results().into_iter().find(|r| !r.succeeded()).unwrap();
+    assert_eq!(failed.job_id, execution[1].0);
+    assert_eq!(failed.failure_type(), "JobFailed");
+    assert!(
+        failed
+            .message()
+            .contains("agent build-1 stopped before the build"),
+        "{}",
+        failed.message()
+    );
+    assert_eq!(failed.external_execution_id(), format!("cp-{job_id}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_build_waits_for_its_continuation_and_new_jobs_are_kept() {
+    let (fake, config) = start(3).await;
+    fake.set_job_timeout(Duration::from_secs(2));
+    let work = tempfile::tempdir().unwrap();
+    let input = bucket_with_input("cp-waits", &[("buildspec.yml", "version: 0.2\n")]).await;
+    let first = fake.add_job(NewJob::new(action()).input(input.clone()));
+    let source = source_with(
+        &config,
+        work.path(),
+        &action(),
+        Some(Duration::from_secs(2)),
+        "build-1",
+    );
+    let delivery = next_delivery(&source).await;
+    // A second pipeline's job arrives first in the queue the heartbeat polls.
+    let queued = fake.add_job(NewJob::new(action()).input(input));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(source.extend(&delivery).await.unwrap(), Lease::Held);
+    // The build ends before the heartbeat took the continuation up: the report waits for it.
+    let done = result(
+        &format!("cp-{first}"),
+        JobStatus::Failed,
+        Some("BUILD FAILED"),
+    );
+    source.complete(&delivery, &done).await.unwrap();
+    let execution = fake.execution(&first);
+    assert_eq!(execution.len(), 2, "{execution:?}");
+    let failed = fake.results().into_iter().find(|r| !r.succeeded()).unwrap();
+    assert_eq!(failed.job_id, execution[1].0);
+    assert_eq!(failed.message(), "BUILD FAILED");
+    // The other pipeline's job, polled on the way, is the next delivery.
+    let next = next_delivery(&source).await;
+    assert_eq!(next.name(), queued);
 }

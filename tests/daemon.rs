@@ -196,6 +196,44 @@ fn sigterm_drains_and_a_stopped_job_goes_back_to_the_inbox() {
 }
 
 #[test]
+fn a_cancel_file_stops_a_running_spool_job() {
+    let _serial = serial();
+    let daemon = Daemon::start("");
+    daemon.submit(
+        "job-called-off",
+        &build_job("job-called-off", &["sleep 60"]),
+    );
+    wait_running(&daemon, 1);
+    let asked = Instant::now();
+    fs::write(
+        daemon.path("spool/cancel/job-called-off.json"),
+        "superseded by a newer commit\nsecond line ignored\n",
+    )
+    .unwrap();
+    let result = daemon.result("job-called-off", Duration::from_secs(40));
+    let took = asked.elapsed();
+    assert_eq!(result["status"], "STOPPED", "{result:#}");
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("cancel/job-called-off.json: superseded by a newer commit"),
+        "{message}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // `finally` ran, the job is settled (not given back), the request is used up.
+    let log = fs::read_to_string(result["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("finally"), "{log}");
+    assert!(!daemon.path("spool/inbox/job-called-off.json").exists());
+    assert!(!daemon.path("spool/cancel/job-called-off.json").exists());
+    assert!(daemon.containers().is_empty());
+    assert!(daemon.job_processes().is_empty());
+
+    // The next job runs as usual.
+    daemon.submit("job-after", &build_job("job-after", &["echo after"]));
+    let after = daemon.result("job-after", Duration::from_secs(60));
+    assert_eq!(after["status"], "SUCCEEDED", "{after:#}");
+}
+
+#[test]
 fn sighup_reloads_what_can_change_live() {
     let _serial = serial();
     let daemon = Daemon::start("");
@@ -241,6 +279,85 @@ fn sighup_reloads_what_can_change_live() {
         readyz.contains("ok") || readyz.contains("ready"),
         "{readyz}"
     );
+}
+
+#[test]
+fn a_reload_restarts_changed_sources_and_moves_the_listener() {
+    let _serial = serial();
+    let daemon = Daemon::start("");
+    daemon.submit(
+        "job-before",
+        &build_job("job-before", &["sleep 4", "export GREETING=kept"]),
+    );
+    wait_running(&daemon, 1);
+    let new_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let old_spool = daemon.path("spool").display().to_string();
+    let new_spool = daemon.path("spool-2").display().to_string();
+    let config = fs::read_to_string(daemon.path("agent.toml"))
+        .unwrap()
+        .replace(&format!("\"{old_spool}\""), &format!("\"{new_spool}\""))
+        .replace(&format!(":{}\"", daemon.port), &format!(":{new_port}\""));
+    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log().contains("job sources restarted") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The listener moved.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", new_port)).is_err() {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(http_get(new_port, "/healthz").contains("200"));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", daemon.port)).is_err());
+    // The job the old source delivered finishes and is settled there.
+    let before = daemon.result("job-before", Duration::from_secs(60));
+    assert_eq!(before["status"], "SUCCEEDED", "{before:#}");
+    assert_eq!(before["exported_variables"]["GREETING"], "kept");
+    // The new spool is served; the old one is not.
+    let inbox = daemon.path("spool-2/inbox");
+    fs::write(
+        inbox.join(".job-after.tmp"),
+        serde_json::to_vec(&build_job("job-after", &["echo after"])).unwrap(),
+    )
+    .unwrap();
+    fs::rename(inbox.join(".job-after.tmp"), inbox.join("job-after.json")).unwrap();
+    daemon.submit("job-orphan", &build_job("job-orphan", &["echo orphan"]));
+    let path = daemon.path("spool-2/done/job-after.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(after["status"], "SUCCEEDED", "{after:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(daemon.path("spool/inbox/job-orphan.json").exists());
+
+    // A change read only at start is reported, and changes nothing else.
+    let config = fs::read_to_string(daemon.path("agent.toml"))
+        .unwrap()
+        .replace(
+            "drain_timeout = \"20s\"",
+            "drain_timeout = \"20s\"\nlog_format = \"json\"",
+        );
+    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon
+        .log()
+        .contains("take effect when the agent next starts")
+    {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(daemon.log().matches("job sources restarted").count(), 1);
 }
 
 #[test]
@@ -646,6 +763,173 @@ fn a_codepipeline_job_runs_and_reports_its_outputs() {
     assert_eq!(listing, "['app.txt'] built");
     let stored = daemon.path(&format!("state/results/cp-{job_id}.json"));
     assert!(stored.exists(), "the result is stored under the job id");
+    drop(daemon);
+    drop(runtime);
+}
+
+/// A pipeline bucket with a zipped `buildspec.yml` as the source artifact, and the
+/// CodePipeline fake in front of moto; the daemon config's `[aws]` and source tables.
+fn pipeline_with_source(
+    runtime: &tokio::runtime::Runtime,
+    buildspec: &str,
+    source_extra: &str,
+) -> (common::codepipeline_fake::Fake, String, String) {
+    use common::codepipeline_fake::Fake;
+    let fake = runtime.block_on(Fake::start(Some(common::moto())));
+    let bucket = format!("pipeline-{}", &uuid_like()[..10]);
+    let zip_path = std::env::temp_dir().join(format!("{bucket}.zip"));
+    let mut zip = zip::ZipWriter::new(fs::File::create(&zip_path).unwrap());
+    zip.start_file("buildspec.yml", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut zip, buildspec.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    common::boto3(&format!(
+        "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='{bucket}')\ns3.upload_file('{}', '{bucket}', 'web/SourceArti/abc123.zip')",
+        zip_path.display()
+    ));
+    let _ = fs::remove_file(&zip_path);
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"codepipeline\"\ncategory = \"Build\"\nprovider = \"AgentBuild\"\nversion = \"1\"\npoll_interval = \"1s\"\n{source_extra}",
+        fake.url()
+    );
+    (fake, bucket, extra)
+}
+
+#[test]
+fn a_build_longer_than_the_job_timeout_goes_on_under_continuation_jobs() {
+    use common::codepipeline_fake::{ActionType, ArtifactAt, NewJob};
+    let _serial = serial();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (fake, bucket, extra) = pipeline_with_source(
+        &runtime,
+        "version: 0.2\nenv:\n  exported-variables: [DONE]\nphases:\n  build:\n    commands:\n      - sleep 9\n      - export DONE=yes\n      - mkdir -p out && echo built > out/app.txt\nartifacts:\n  base-directory: out\n  files: ['**/*']\n",
+        "job_timeout = \"4s\"\n",
+    );
+    // The service times out any job in progress 4 s without a result.
+    fake.set_job_timeout(Duration::from_secs(4));
+    let action = ActionType::new("Build", "AgentBuild", "1");
+    let job_id = fake.add_job(
+        NewJob::new(action)
+            .input(ArtifactAt::new(
+                "SourceOutput",
+                &bucket,
+                "web/SourceArti/abc123.zip",
+            ))
+            .output(ArtifactAt::new(
+                "BuildOutput",
+                &bucket,
+                "web/BuildOutp/out.zip",
+            )),
+    );
+    let daemon = Daemon::start(&extra);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !fake
+        .results()
+        .iter()
+        .any(|r| r.request.get("continuationToken").is_none())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no final report:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let execution = fake.execution(&job_id);
+    assert!(
+        execution.len() >= 3,
+        "a 9 s build under a 4 s job timeout needs continuations: {execution:?}"
+    );
+    assert!(
+        execution.iter().all(|(_, status)| status == "Succeeded"),
+        "no job timed out or failed: {execution:?}\n{}",
+        daemon.log()
+    );
+    let results = fake.results();
+    let (last, handed_back) = results.split_last().unwrap();
+    assert_eq!(handed_back.len(), execution.len() - 1, "{results:#?}");
+    for (report, (id, _)) in handed_back.iter().zip(&execution) {
+        assert!(report.succeeded());
+        assert_eq!(&report.job_id, id, "each job is handed back in turn");
+        assert!(
+            report.request["continuationToken"]
+                .as_str()
+                .unwrap()
+                .contains(&daemon.name)
+        );
+        assert_eq!(report.external_execution_id(), format!("cp-{job_id}"));
+        assert!(report.request.get("outputVariables").is_none());
+    }
+    assert!(last.succeeded(), "{}\n{}", last.message(), daemon.log());
+    assert_eq!(
+        last.job_id,
+        execution.last().unwrap().0,
+        "the end goes to the latest job"
+    );
+    assert_eq!(
+        last.output_variables().get("DONE").map(String::as_str),
+        Some("yes")
+    );
+    let listing = common::boto3(&format!(
+        "import zipfile, io\ns3 = boto3.client('s3', **kw)\nz = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket='{bucket}', Key='web/BuildOutp/out.zip')['Body'].read()))\nprint(sorted(z.namelist()))"
+    ));
+    assert_eq!(listing, "['app.txt']");
+    let stored: Value = serde_json::from_str(
+        &fs::read_to_string(daemon.path(&format!("state/results/cp-{job_id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["status"], "SUCCEEDED", "{stored:#}");
+    drop(daemon);
+    drop(runtime);
+}
+
+#[test]
+fn a_stopped_pipeline_execution_calls_its_build_off() {
+    use common::codepipeline_fake::{ActionType, ArtifactAt, NewJob};
+    let _serial = serial();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (fake, bucket, extra) = pipeline_with_source(
+        &runtime,
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 120\n",
+        "job_timeout = \"4s\"\n",
+    );
+    let action = ActionType::new("Build", "AgentBuild", "1");
+    let job_id = fake.add_job(NewJob::new(action).input(ArtifactAt::new(
+        "SourceOutput",
+        &bucket,
+        "web/SourceArti/abc123.zip",
+    )));
+    let daemon = Daemon::start(&extra);
+    wait_running(&daemon, 1);
+    fake.stop_execution(&job_id);
+    let stopped = Instant::now();
+    let result = loop {
+        let path = daemon.path(&format!("state/results/cp-{job_id}.json"));
+        if let Ok(text) = fs::read_to_string(&path) {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(40),
+            "the build went on:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(result["status"], "STOPPED", "{result:#}");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap()
+            .contains("pipeline execution was stopped"),
+        "{result:#}"
+    );
+    // Nothing was reported for a job CodePipeline had already ended.
+    assert!(fake.results().is_empty(), "{:#?}", fake.results());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.containers().is_empty() {
+        assert!(Instant::now() < deadline, "the container was left behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(daemon);
     drop(runtime);
 }

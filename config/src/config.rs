@@ -20,7 +20,9 @@ use serde::Serialize;
 
 use crate::allow::{ImagePattern, ImageRef, RoleArn, RolePattern};
 use crate::diag::{Problem, render_all};
-use crate::values::{DurationText, S3Url, SizeText, serialize_duration, serialize_size};
+use crate::values::{
+    DurationText, S3Url, SizeText, serialize_duration, serialize_option_duration, serialize_size,
+};
 
 /// The config versions this agent reads.
 pub const CONFIG_VERSIONS: &[u32] = &[1];
@@ -342,6 +344,19 @@ pub struct CodePipelineSource {
     )]
     #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
+    /// The action type's job timeout (`jobTimeout` of an action type made with
+    /// `CreateActionType`; CodePipeline allows 60s to 12h). A build still running at half
+    /// of it reports its job done with a continuation token and carries on under the job
+    /// CodePipeline queues next, as often as it takes. Unset (custom actions made with
+    /// `CreateCustomActionType`): one job lasts the whole build, up to the 24-hour action
+    /// timeout.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_option_duration"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub job_timeout: Option<Duration>,
 }
 
 /// A CodePipeline action category.
@@ -572,22 +587,25 @@ pub enum Reloads {
     /// Applied to jobs that start after the reload; running jobs keep what they started
     /// with.
     Live,
-    /// The job sources (and the metrics listener) are stopped, drained and started again
-    /// with the new value.
+    /// The job sources (and the metrics listener) are started again with the new value;
+    /// running jobs finish with the source that delivered them.
     Restart,
+    /// Read once at start (the agent's name and directories, which its journal and claims
+    /// live under): the change waits for the agent's next start, and a reload says so.
+    Process,
 }
 
 /// Every field (or table of fields that changes as one) with how it reloads, in file order.
 pub const FIELDS: &[(&str, Reloads)] = &[
-    ("version", Reloads::Restart),
-    ("agent.name", Reloads::Restart),
-    ("agent.work_dir", Reloads::Restart),
-    ("agent.state_dir", Reloads::Restart),
+    ("version", Reloads::Process),
+    ("agent.name", Reloads::Process),
+    ("agent.work_dir", Reloads::Process),
+    ("agent.state_dir", Reloads::Process),
     ("agent.concurrency", Reloads::Live),
     ("agent.drain_timeout", Reloads::Live),
     ("agent.labels", Reloads::Live),
     ("agent.metrics_address", Reloads::Restart),
-    ("agent.log_format", Reloads::Restart),
+    ("agent.log_format", Reloads::Process),
     ("jobs.default_timeout", Reloads::Live),
     ("jobs.max_timeout", Reloads::Live),
     ("jobs.default_image", Reloads::Live),
@@ -602,7 +620,7 @@ pub const FIELDS: &[(&str, Reloads)] = &[
     ("storage.cache", Reloads::Live),
     ("roles.allowed", Reloads::Live),
     ("roles.environments", Reloads::Live),
-    ("deploy.root", Reloads::Restart),
+    ("deploy.root", Reloads::Process),
     ("deploy.allowed_destinations", Reloads::Live),
     ("deploy.max_revisions", Reloads::Live),
     ("notifications.webhook", Reloads::Live),
@@ -627,6 +645,8 @@ pub struct Reload {
     pub restart: Vec<&'static str>,
     /// Changed fields that take effect for the next job.
     pub live: Vec<&'static str>,
+    /// Changed fields that wait for the agent's next start.
+    pub process: Vec<&'static str>,
 }
 
 impl Reload {
@@ -635,7 +655,7 @@ impl Reload {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.restart.is_empty() && self.live.is_empty()
+        self.restart.is_empty() && self.live.is_empty() && self.process.is_empty()
     }
 }
 
@@ -647,6 +667,7 @@ pub fn live_changes(old: &Config, new: &Config) -> Reload {
             match how {
                 Reloads::Live => reload.live.push(field),
                 Reloads::Restart => reload.restart.push(field),
+                Reloads::Process => reload.process.push(field),
             }
         }
     }

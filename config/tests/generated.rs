@@ -319,6 +319,7 @@ fn table(rows: &[Row], reload: bool) -> String {
             let how = match reload_class(&row.path) {
                 Some(Reloads::Live) => "live",
                 Some(Reloads::Restart) => "restarts sources",
+                Some(Reloads::Process) => "at the next start",
                 None => "?",
             };
             out.push_str(&format!(

@@ -78,8 +78,10 @@ fn sources_and_listeners_restart() {
         "concurrency = 3\nwork_dir = \"/srv/work\"\nstate_dir = \"/srv/state\"",
     );
     let reload = config::live_changes(&base(), &new);
-    assert_eq!(reload.restart, ["agent.work_dir", "agent.state_dir"]);
+    assert!(reload.restart.is_empty());
+    assert_eq!(reload.process, ["agent.work_dir", "agent.state_dir"]);
     assert_eq!(reload.live, ["agent.concurrency"]);
+    assert!(!reload.needs_restart());
 
     let new = config::parse(
         &format!("{BASE}\n[aws]\nregion = \"eu-west-1\"\n"),
@@ -96,5 +98,6 @@ fn every_field_has_a_reload_class() {
     }
     assert_eq!(config::reloads("sources"), Some(Reloads::Restart));
     assert_eq!(config::reloads("agent.concurrency"), Some(Reloads::Live));
+    assert_eq!(config::reloads("agent.name"), Some(Reloads::Process));
     assert_eq!(config::reloads("nope"), None);
 }

@@ -13,7 +13,10 @@
 //! any other nonce is an `InvalidNonceException`. Exactly one result is taken from an
 //! `InProgress` job; a second, or one for a job never acknowledged, is an
 //! `InvalidJobStateException`. A success with a continuation token queues a new job for the
-//! same action execution that carries the token, as the service does.
+//! same action execution that carries the token, as the service does. With a job timeout
+//! ([`Fake::set_job_timeout`], as `CreateActionType`'s `jobTimeout`), a job in progress that
+//! long without a result is `TimedOut`, as is a queued continuation nobody acknowledged in
+//! that time. [`Fake::stop_execution`] ends a job as stopping its pipeline execution does.
 //!
 //! Requests that are not CodePipeline's (no `X-Amz-Target`: the worker's S3 calls) are
 //! passed on unchanged to the server given to [`Fake::start`] (moto), so one endpoint
@@ -218,6 +221,9 @@ struct Job {
     nonce: Option<String>,
     /// The job times out between its dispatch and its acknowledgement.
     times_out_on_ack: bool,
+    /// When the job was queued, and when it was acknowledged.
+    queued_at: Instant,
+    acknowledged_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -233,6 +239,28 @@ struct State {
     counter: u64,
     /// How long requests passed on to S3 are held first.
     forward_delay: Duration,
+    job_timeout: Option<Duration>,
+}
+
+impl State {
+    /// Times out the jobs past the job timeout, as the service does on its own.
+    fn expire(&mut self) {
+        let Some(timeout) = self.job_timeout else {
+            return;
+        };
+        for job in &mut self.jobs {
+            let overdue = match job.status {
+                Status::InProgress => job.acknowledged_at.is_some_and(|at| at.elapsed() > timeout),
+                Status::Queued | Status::Dispatched { .. } => {
+                    job.data.get("continuationToken").is_some() && job.queued_at.elapsed() > timeout
+                }
+                _ => false,
+            };
+            if overdue {
+                job.status = Status::TimedOut;
+            }
+        }
+    }
 }
 
 /// The running fake; it stops with the test's runtime.
@@ -329,8 +357,59 @@ impl Fake {
             status: Status::Queued,
             nonce: None,
             times_out_on_ack: false,
+            queued_at: Instant::now(),
+            acknowledged_at: None,
         });
         id
+    }
+
+    /// Jobs in progress (or continuations waiting) longer than this time out.
+    pub fn set_job_timeout(&self, timeout: Duration) {
+        self.lock().job_timeout = Some(timeout);
+    }
+
+    /// Stops the pipeline execution of the job (the first one, given by its id): every job
+    /// of its action execution not finished yet fails, without a result from a worker.
+    pub fn stop_execution(&self, job_id: &str) {
+        let mut state = self.lock();
+        let Some(execution) = state
+            .jobs
+            .iter()
+            .find(|j| j.id == job_id)
+            .map(|j| j.data["pipelineContext"]["action"]["actionExecutionId"].clone())
+        else {
+            return;
+        };
+        for job in &mut state.jobs {
+            let unfinished = matches!(
+                job.status,
+                Status::Queued | Status::Dispatched { .. } | Status::InProgress
+            );
+            if unfinished && job.data["pipelineContext"]["action"]["actionExecutionId"] == execution
+            {
+                job.status = Status::Failed;
+            }
+        }
+    }
+
+    /// Every job of the action execution of `job_id`, in order, with its status: the
+    /// first job and its continuations.
+    pub fn execution(&self, job_id: &str) -> Vec<(String, String)> {
+        let state = self.lock();
+        let Some(execution) = state
+            .jobs
+            .iter()
+            .find(|j| j.id == job_id)
+            .map(|j| j.data["pipelineContext"]["action"]["actionExecutionId"].clone())
+        else {
+            return Vec::new();
+        };
+        state
+            .jobs
+            .iter()
+            .filter(|j| j.data["pipelineContext"]["action"]["actionExecutionId"] == execution)
+            .map(|j| (j.id.clone(), j.status.name().to_string()))
+            .collect()
     }
 
     /// The job times out between its dispatch and its acknowledgement, which then reports
@@ -424,6 +503,7 @@ async fn serve(
         _ => return error("SerializationException", "the body is not a JSON object"),
     };
     let mut state = state.lock().unwrap();
+    state.expire();
     state.calls.push(operation.to_string());
     if let Some(left) = state.throttles.get_mut(operation)
         && *left > 0
@@ -566,6 +646,7 @@ fn acknowledge_job(state: &mut State, input: &Value) -> Outcome {
         } else {
             Status::InProgress
         };
+        job.acknowledged_at = Some(Instant::now());
     }
     Ok(json!({"status": job.status.name()}))
 }
@@ -675,6 +756,8 @@ fn put_job_success_result(state: &mut State, input: &Value) -> Outcome {
             status: Status::Queued,
             nonce: None,
             times_out_on_ack: false,
+            queued_at: Instant::now(),
+            acknowledged_at: None,
         });
     }
     Ok(json!({}))

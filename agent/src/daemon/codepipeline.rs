@@ -17,26 +17,29 @@
 //!   only times out, hours later. It is failed at once with [`RELEASE_MESSAGE`], so the
 //!   stage can be retried now.
 //!
-//! **No heartbeat.** An acknowledged job stays `InProgress` until it is reported or the
-//! custom action times out (24 hours); there is no lease to extend, so
-//! [`JobSource::heartbeat`] is `None`. Continuation tokens are not used to keep jobs alive:
-//! reporting one ends the current job and has CodePipeline queue a new job for the same
-//! action execution, which any worker of the action type may poll, while the daemon polls
-//! only when it has a free slot; the new job would sit unclaimed, or land on another agent
-//! that cannot finish it. No job the agent runs needs them either, since a job's `Timeout`
-//! is capped below the action timeout (see [`job_spec`]). A polled job that carries a
-//! continuation token was started by another worker of the action type and is left
-//! unacknowledged, for CodePipeline to hand out again.
+//! **Long builds.** An acknowledged job stays `InProgress` until it is reported or it
+//! times out: after the custom action's 24 hours, or, for an action type made with
+//! `CreateActionType`, after its own `jobTimeout` (60 s to 12 h; "an action execution can
+//! have multiple jobs"). With `job_timeout` configured, a build still running at half of it
+//! hands its job back done with a continuation token (see [`continuation`]) and carries on
+//! under the job CodePipeline queues next, which the heartbeat polls for and acknowledges:
+//! the build is never bound by one job's lifetime, and every report names its
+//! `externalExecutionId`. A job whose pipeline was stopped meanwhile (the report is refused)
+//! calls the build off. A polled job with another agent's token is left unacknowledged for
+//! that agent; one with this agent's token for a build it no longer runs (it restarted) is
+//! failed at once, so the stage can be retried.
 //!
 //! [`Delivery::handle`] is the CodePipeline job id alone: reporting a job needs nothing
 //! else, and after a restart the artifact locations and fresh credentials come from
 //! GetJobDetails. Credentials and configuration values are never logged: secret action
 //! properties arrive in the configuration.
 
-use std::collections::{BTreeMap, HashMap};
+mod continuation;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_config::config::ActionCategory as CategoryConfig;
 use aws_credential_types::Credentials;
@@ -54,7 +57,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::result::{JobResult, JobStatus};
-use super::source::{Delivery, JobSource, SourceError};
+use super::source::{Delivery, JobSource, Lease, SourceError};
 use crate::aws::error_text;
 use crate::source::unpack;
 
@@ -117,6 +120,12 @@ pub struct CodePipelineOptions {
     /// The agent's work directory: downloads go under `codepipeline/` in it, on the same
     /// file system as the job workspaces the runner moves them into.
     pub work_dir: PathBuf,
+    /// The action type's job timeout, when it has one: builds running longer go on under
+    /// continuation jobs.
+    pub job_timeout: Option<Duration>,
+    /// The agent's name (`agent.name`), in continuation tokens: it tells this agent's
+    /// continuation jobs from another's.
+    pub agent: String,
 }
 
 pub struct CodePipelineSource {
@@ -131,8 +140,26 @@ struct Inner {
     action_type: ActionTypeId,
     options: CodePipelineOptions,
     name: String,
-    /// Jobs handed to the daemon and not reported yet, by CodePipeline job id.
-    held: Mutex<HashMap<String, JobData>>,
+    /// Jobs handed to the daemon and not reported yet, by the CodePipeline job id they
+    /// were delivered as.
+    held: Mutex<HashMap<String, Held>>,
+    /// Jobs a heartbeat polled while looking for a continuation, not acknowledged yet:
+    /// the next [`JobSource::next`] takes them before it polls again.
+    stash: Mutex<VecDeque<(Instant, aws_sdk_codepipeline::types::Job)>>,
+}
+
+/// A job the daemon runs.
+struct Held {
+    /// The job's data as polled (the artifact locations, and credentials to fall back on).
+    data: JobData,
+    /// The CodePipeline job the build reports to now: the one delivered, or the latest
+    /// continuation of it.
+    reporting: String,
+    /// When `reporting` was acknowledged.
+    since: Instant,
+    /// When the build handed `reporting` back with a continuation token; the build is
+    /// without a job until the next one is acknowledged.
+    handed_back: Option<Instant>,
 }
 
 impl CodePipelineSource {
@@ -165,6 +192,7 @@ impl CodePipelineSource {
                 options,
                 name,
                 held: Mutex::new(HashMap::new()),
+                stash: Mutex::new(VecDeque::new()),
             }),
         })
     }
@@ -193,6 +221,14 @@ fn check_options(options: &CodePipelineOptions) -> Result<(), SourceError> {
             options.version
         )));
     }
+    if options
+        .job_timeout
+        .is_some_and(|t| t < Duration::from_secs(2))
+    {
+        return Err(SourceError::Fatal(
+            "CodePipeline job timeout must be at least 2s".to_string(),
+        ));
+    }
     if options.poll_interval.is_zero() {
         return Err(SourceError::Fatal(
             "CodePipeline poll interval must be more than 0s".to_string(),
@@ -219,9 +255,16 @@ impl JobSource for CodePipelineSource {
 
     fn next(&self) -> BoxFuture<'_, Result<Option<Delivery>, SourceError>> {
         Box::pin(async move {
-            let Some(job) = self.inner.poll().await? else {
-                tokio::time::sleep(self.inner.options.poll_interval).await;
-                return Ok(None);
+            let stashed = self.inner.unstash();
+            let job = match stashed {
+                Some(job) => job,
+                None => match self.inner.poll().await? {
+                    Some(job) => job,
+                    None => {
+                        tokio::time::sleep(self.inner.options.poll_interval).await;
+                        return Ok(None);
+                    }
+                },
             };
             // Past the poll, the job is claimed: the daemon dropping this future (a drain)
             // must not leave it claimed and unreported, so the rest runs on its own task,
@@ -247,12 +290,16 @@ impl JobSource for CodePipelineSource {
     }
 
     fn heartbeat(&self) -> Option<Duration> {
-        // See the module documentation: an acknowledged job has no lease to keep.
-        None
+        // Without a job timeout an acknowledged job has no lease to keep (see the module
+        // documentation). With one, several beats before half of it has passed.
+        self.inner
+            .options
+            .job_timeout
+            .map(|t| (t / 8).clamp(Duration::from_millis(250), Duration::from_secs(60)))
     }
 
-    fn extend<'a>(&'a self, _delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
-        Box::pin(async { Ok(()) })
+    fn extend<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<Lease, SourceError>> {
+        Box::pin(self.inner.keep(delivery.name()))
     }
 
     fn complete<'a>(
@@ -274,6 +321,7 @@ impl JobSource for CodePipelineSource {
     ) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             let job_id = delivery.name();
+            let reporting = self.inner.reporting(job_id).await;
             let message = result
                 .message
                 .as_deref()
@@ -282,7 +330,7 @@ impl JobSource for CodePipelineSource {
             let outcome = self
                 .inner
                 .fail(
-                    job_id,
+                    &reporting,
                     FailureType::ConfigurationError,
                     message,
                     Some(&result.job_id),
@@ -344,36 +392,12 @@ impl Inner {
                 self.name
             )));
         };
-        if data.continuation_token.is_some() {
-            tracing::warn!(source = %self.name, job = %job_id, "a job continues an action another worker started; leaving it unacknowledged for that worker");
+        if let Some(token) = data.continuation_token() {
+            self.continue_from(&job_id, &nonce, token).await?;
             return Ok(None);
         }
-        match self
-            .client
-            .acknowledge_job()
-            .job_id(&job_id)
-            .nonce(&nonce)
-            .send()
-            .await
-        {
-            Ok(ack) => match ack.status {
-                Some(CpJobStatus::InProgress) => {}
-                status => {
-                    tracing::info!(source = %self.name, job = %job_id, status = ?status.as_ref().map(CpJobStatus::as_str), "the job is no longer waiting; not running it");
-                    return Ok(None);
-                }
-            },
-            Err(e) => {
-                let failure = describe("AcknowledgeJob", &self.name, e);
-                if matches!(
-                    failure.code.as_str(),
-                    "InvalidNonceException" | "JobNotFoundException"
-                ) {
-                    tracing::info!(source = %self.name, job = %job_id, code = %failure.code, "the job went to another worker or is gone");
-                    return Ok(None);
-                }
-                return Err(failure.into_error());
-            }
+        if !self.acknowledge(&job_id, &nonce).await? {
+            return Ok(None);
         }
         tracing::info!(source = %self.name, job = %job_id, "acknowledged a job");
         let dir = self.job_dir(&job_id);
@@ -387,7 +411,15 @@ impl Inner {
         };
         match prepared {
             Ok((primary, spec)) => {
-                self.held_jobs().insert(job_id.clone(), data);
+                self.held_jobs().insert(
+                    job_id.clone(),
+                    Held {
+                        data,
+                        reporting: job_id.clone(),
+                        since: Instant::now(),
+                        handed_back: None,
+                    },
+                );
                 Ok(Some(Delivery {
                     handle: job_id,
                     body: spec.to_string().into_bytes(),
@@ -412,7 +444,38 @@ impl Inner {
         }
     }
 
-    fn held_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobData>> {
+    /// Claims a polled job; `false` when it went to another worker or no longer waits.
+    async fn acknowledge(&self, job_id: &str, nonce: &str) -> Result<bool, SourceError> {
+        match self
+            .client
+            .acknowledge_job()
+            .job_id(job_id)
+            .nonce(nonce)
+            .send()
+            .await
+        {
+            Ok(ack) => match ack.status {
+                Some(CpJobStatus::InProgress) => Ok(true),
+                status => {
+                    tracing::info!(source = %self.name, job = %job_id, status = ?status.as_ref().map(CpJobStatus::as_str), "the job is no longer waiting; not taking it");
+                    Ok(false)
+                }
+            },
+            Err(e) => {
+                let failure = describe("AcknowledgeJob", &self.name, e);
+                if matches!(
+                    failure.code.as_str(),
+                    "InvalidNonceException" | "JobNotFoundException"
+                ) {
+                    tracing::info!(source = %self.name, job = %job_id, code = %failure.code, "the job went to another worker or is gone");
+                    return Ok(false);
+                }
+                Err(failure.into_error())
+            }
+        }
+    }
+
+    fn held_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -487,9 +550,11 @@ impl Inner {
     }
 
     async fn complete(&self, delivery: &Delivery, result: &JobResult) -> Result<(), SourceError> {
-        let job_id = delivery.name();
+        let delivered = delivery.name();
+        let reporting = self.reporting(delivered).await;
+        let job_id = reporting.as_str();
         let outcome = if result.status == JobStatus::Succeeded {
-            match self.upload_outputs(job_id, result).await {
+            match self.upload_outputs(delivered, job_id, result).await {
                 Ok(uploaded) => self.succeed(job_id, result, uploaded).await,
                 Err(Ok(failure)) => {
                     tracing::warn!(source = %self.name, job = %job_id, error = %failure, "the build succeeded but its output cannot be delivered; failing the job");
@@ -520,21 +585,22 @@ impl Inner {
             self.fail(job_id, kind, &message, Some(&result.job_id))
                 .await
         };
-        self.forget(job_id);
+        self.forget(delivered);
         outcome
     }
 
     async fn release(&self, delivery: &Delivery) -> Result<(), SourceError> {
-        let job_id = delivery.name();
+        let delivered = delivery.name();
+        let reporting = self.reporting(delivered).await;
         let outcome = self
             .fail(
-                job_id,
+                &reporting,
                 FailureType::JobFailed,
                 RELEASE_MESSAGE,
-                Some(&spec_id(job_id)),
+                Some(&spec_id(delivered)),
             )
             .await;
-        self.forget(job_id);
+        self.forget(delivered);
         outcome
     }
 
@@ -546,8 +612,8 @@ impl Inner {
     /// The job's data with fresh artifact credentials: they are short-lived, and a build
     /// may have outlasted the ones it was polled with. The data kept since the poll serves
     /// when the call fails; after a restart only the call has it.
-    async fn fresh_data(&self, job_id: &str) -> Result<JobData, SourceError> {
-        let held = self.held_jobs().get(job_id).cloned();
+    async fn fresh_data(&self, delivered: &str, job_id: &str) -> Result<JobData, SourceError> {
+        let held = self.held_jobs().get(delivered).map(|h| h.data.clone());
         let fetched = self
             .client
             .get_job_details()
@@ -579,17 +645,18 @@ impl Inner {
     /// names delivered. `Err(Ok)` fails the job, `Err(Err)` leaves it unreported.
     async fn upload_outputs(
         &self,
+        delivered: &str,
         job_id: &str,
         result: &JobResult,
     ) -> Result<Vec<String>, Result<JobFailure, SourceError>> {
         let held_outputs = self
             .held_jobs()
-            .get(job_id)
-            .map(|data| data.output_artifacts().is_empty());
+            .get(delivered)
+            .map(|held| held.data.output_artifacts().is_empty());
         if held_outputs == Some(true) {
             return Ok(Vec::new());
         }
-        let data = self.fresh_data(job_id).await.map_err(Err)?;
+        let data = self.fresh_data(delivered, job_id).await.map_err(Err)?;
         let outputs = data.output_artifacts();
         if outputs.is_empty() {
             return Ok(Vec::new());
@@ -599,7 +666,7 @@ impl Inner {
             .encryption_key()
             .filter(|k| *k.r#type() == EncryptionKeyType::Kms)
             .map(|k| k.id().to_string());
-        let scratch = self.job_dir(job_id);
+        let scratch = self.job_dir(delivered);
         std::fs::create_dir_all(&scratch)
             .map_err(|e| Ok(JobFailure::Failed(format!("{}: {e}", scratch.display()))))?;
         let mut delivered = Vec::new();
@@ -1676,8 +1743,15 @@ mod tests {
             version: "1".into(),
             poll_interval: Duration::from_secs(30),
             work_dir: "/tmp/w".into(),
+            job_timeout: Some(Duration::from_secs(60)),
+            agent: "build-1".into(),
         };
         assert!(check_options(&options).is_ok());
+        let short = CodePipelineOptions {
+            job_timeout: Some(Duration::from_secs(1)),
+            ..options.clone()
+        };
+        assert!(matches!(check_options(&short), Err(SourceError::Fatal(_))));
         for (provider, version) in [("", "1"), ("a b", "1"), ("p", "1234567890"), ("p", "")] {
             let bad = CodePipelineOptions {
                 provider: provider.into(),

@@ -3,6 +3,7 @@
 //! journal that lets a restarted agent clean up after a crash, a drain on SIGTERM, a live
 //! reload on SIGHUP, and metrics and health over HTTP.
 
+pub mod aws_setup;
 pub mod codepipeline;
 pub mod http;
 pub mod janitor;
@@ -156,10 +157,6 @@ impl Daemon {
             }
         };
         let current = config_rx.borrow().clone();
-        let results_s3 = match &current.storage.results {
-            Some(_) => Some(crate::aws::s3::client(&aws_config(&current).await)),
-            None => None,
-        };
         let webhooks = match webhook::Webhooks::new(&current.agent.name) {
             Ok(w) => w,
             Err(e) => {
@@ -168,9 +165,8 @@ impl Daemon {
             }
         };
         let runner = Arc::new(Runner {
-            aws: tokio::sync::OnceCell::new(),
+            aws: aws_setup::AwsSetup::default(),
             webhooks,
-            results_s3,
             config: config_rx,
             state,
             metrics: Arc::clone(&metrics),
@@ -224,12 +220,8 @@ impl Daemon {
             return exit::CANNOT_RUN;
         };
         let (job_tx, mut job_rx) = mpsc::channel::<Taken>(8);
-        let (stop_polling_tx, stop_polling) = watch::channel(false);
-        let mut pollers = JoinSet::new();
-        for polled in sources {
-            pollers.spawn(Arc::clone(&self).poll(polled, stop_polling.clone(), job_tx.clone()));
-        }
-        let server = self.start_http(&config).await;
+        let mut pollers = Pollers::start(&self, sources, &job_tx);
+        let mut server = self.start_http(&config).await;
         let notifier = notify::Notifier::from_env();
         let _ = notifier.ready();
         let mut watchdog = notifier
@@ -246,7 +238,8 @@ impl Daemon {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     while edited.try_recv().is_ok() {}
                     let _ = notifier.reloading();
-                    self.reload();
+                    let reloaded = self.reload().await;
+                    self.restart(reloaded, &mut pollers, &mut server, &job_tx).await;
                     let _ = notifier.ready();
                 }
                 Some(taken) = job_rx.recv() => {
@@ -270,7 +263,8 @@ impl Daemon {
                     Sig::Quit => break false,
                     Sig::Hup => {
                         let _ = notifier.reloading();
-                        self.reload();
+                        let reloaded = self.reload().await;
+                        self.restart(reloaded, &mut pollers, &mut server, &job_tx).await;
                         let _ = notifier.ready();
                     }
                 }
@@ -279,9 +273,8 @@ impl Daemon {
         let _ = notifier.stopping();
         self.draining.store(true, Ordering::SeqCst);
         self.runner.metrics.set_draining(true);
-        let _ = stop_polling_tx.send(true);
         drop(job_tx);
-        pollers.shutdown().await;
+        pollers.stop().await;
         // Deliveries taken by a poller just before the drain go back to their source.
         while let Ok(taken) = job_rx.try_recv() {
             let _ = taken.polled.source.release(&taken.delivery).await;
@@ -438,19 +431,36 @@ impl Daemon {
     }
 
     /// SIGHUP: read the config again; what can change live changes now (concurrency,
-    /// allow-lists, limits, timeouts); what needs the sources restarted is reported.
-    fn reload(&self) {
+    /// allow-lists, limits, timeouts); sources (and the metrics listener) that changed are
+    /// opened here, for [`Daemon::restart`] to put in place; what is read only at start is
+    /// reported. A config with errors, or whose sources cannot be opened, changes nothing.
+    async fn reload(&self) -> Reloaded {
         let new = match agent_config::load(&self.config_path) {
             Ok(config) => config,
             Err(e) => {
                 tracing::error!("the config was not reloaded, it has errors:\n{e}");
-                return;
+                return Reloaded::default();
             }
         };
         let old = self.config();
         let changes = agent_config::live_changes(&old, &new);
-        if changes.needs_restart() {
-            tracing::warn!(fields = ?changes.restart, "these config changes take effect when the agent restarts");
+        let sources_changed = changes
+            .restart
+            .iter()
+            .any(|f| *f == "sources" || f.starts_with("aws."));
+        let sources = if sources_changed {
+            match open_sources(&new).await {
+                Ok(sources) => Some(sources),
+                Err(e) => {
+                    tracing::error!(error = %e, "the config was not reloaded: its sources cannot be opened");
+                    return Reloaded::default();
+                }
+            }
+        } else {
+            None
+        };
+        if !changes.process.is_empty() {
+            tracing::warn!(fields = ?changes.process, "these config changes take effect when the agent next starts");
         }
         let wanted = usize::try_from(new.agent.concurrency).unwrap_or(1).max(1);
         if let Ok(mut capacity) = self.capacity.lock() {
@@ -469,8 +479,41 @@ impl Daemon {
             *capacity = wanted;
         }
         self.runner.metrics.set_capacity(wanted);
-        tracing::info!(live = ?changes.live, concurrency = wanted, "config reloaded");
+        tracing::info!(live = ?changes.live, restarted = ?changes.restart, concurrency = wanted, "config reloaded");
+        let listener_moved = old.agent.metrics_address != new.agent.metrics_address;
         self.config_tx.send_replace(Arc::new(new));
+        Reloaded {
+            sources,
+            listener_moved,
+        }
+    }
+
+    /// Puts a reload's new sources and listener in place. Pollers of the old sources stop
+    /// between polls; jobs they delivered run on and are settled with the source that
+    /// delivered them.
+    async fn restart(
+        self: &Arc<Self>,
+        reloaded: Reloaded,
+        pollers: &mut Pollers,
+        server: &mut Option<(http::BoundServer, watch::Sender<bool>)>,
+        jobs: &mpsc::Sender<Taken>,
+    ) {
+        if let Some(sources) = reloaded.sources {
+            pollers.stop().await;
+            if let Ok(mut list) = self.sources.lock() {
+                *list = sources.clone();
+            }
+            let names: Vec<&str> = sources.iter().map(|p| p.source.name()).collect();
+            tracing::info!(sources = ?names, "job sources restarted");
+            *pollers = Pollers::start(self, sources, jobs);
+        }
+        if reloaded.listener_moved {
+            if let Some((old, stop)) = server.take() {
+                stop.send_replace(true);
+                let _ = old.handle.await;
+            }
+            *server = self.start_http(&self.config()).await;
+        }
     }
 
     async fn start_http(
@@ -502,6 +545,46 @@ impl Daemon {
         }
     }
 }
+
+/// What a reload left for the main loop to put in place.
+#[derive(Default)]
+struct Reloaded {
+    /// The sources of the new config, opened, when they differ from the running ones.
+    sources: Option<Vec<Polled>>,
+    /// `agent.metrics_address` changed.
+    listener_moved: bool,
+}
+
+/// The tasks polling the sources.
+struct Pollers {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Pollers {
+    fn start(daemon: &Arc<Daemon>, sources: Vec<Polled>, jobs: &mpsc::Sender<Taken>) -> Pollers {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for polled in sources {
+            tasks.spawn(Arc::clone(daemon).poll(polled, stopped.clone(), jobs.clone()));
+        }
+        Pollers { stop, tasks }
+    }
+
+    /// Stops polling: a poll under way is dropped (every source loses nothing that way),
+    /// a delivery being handed over is handed over first.
+    async fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        let ended = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(POLLERS_STOP, ended).await.is_err() {
+            tracing::warn!("a source did not stop polling in time; stopping it now");
+            self.tasks.shutdown().await;
+        }
+    }
+}
+
+/// How long pollers get to stop between polls.
+const POLLERS_STOP: Duration = Duration::from_secs(10);
 
 /// Reloads the config when its file changes, as on SIGHUP. The directory is watched, not
 /// the file: editors and config management replace files by renaming new ones in.
@@ -704,6 +787,8 @@ async fn open_sources(config: &Config) -> Result<Vec<Polled>, String> {
                         // On the workspaces' file system (inputs are moved, not copied), under a
                         // name no job id can take (`+` is not allowed in ids).
                         work_dir: config.agent.work_dir.join("+codepipeline"),
+                        job_timeout: cp.job_timeout,
+                        agent: config.agent.name.clone(),
                     },
                 )
                 .map_err(|e| e.to_string())?;

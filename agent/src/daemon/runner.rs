@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use super::result::{JobResult, JobStatus};
-use super::source::{Delivery, JobSource};
+use super::source::{Delivery, JobSource, Lease};
 use super::state::{JournalEntry, State};
 use super::webhook::{Event, Webhooks};
 
@@ -49,13 +49,11 @@ pub struct Runner {
     pub exe: PathBuf,
     pub running: Mutex<BTreeMap<String, Running>>,
     pub recent: Mutex<Vec<JobResult>>,
-    /// The fleet's shared result store (`storage.results`), when configured.
-    pub results_s3: Option<aws_sdk_s3::Client>,
     /// Announces jobs' starts and ends.
     pub webhooks: Webhooks,
-    /// The agent's own AWS setup (git credentials from Secrets Manager), loaded when a job
-    /// first needs it: an agent that never calls AWS keeps none of the SDK in memory.
-    pub aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
+    /// The agent's own AWS setup: the fleet's result store (`storage.results`), git
+    /// credentials from Secrets Manager.
+    pub aws: super::aws_setup::AwsSetup,
 }
 
 /// What announcing a job's end needs from its run.
@@ -173,7 +171,10 @@ impl Runner {
     async fn store(&self, result: &JobResult) -> Result<(), String> {
         self.state.store_result(result)?;
         let config = self.config.borrow().clone();
-        if let (Some(client), Some(url)) = (&self.results_s3, &config.storage.results) {
+        if let (Some(client), Some(url)) = (
+            self.aws.results_store(&config).await,
+            &config.storage.results,
+        ) {
             let json = serde_json::to_vec_pretty(result).map_err(|e| e.to_string())?;
             client
                 .put_object()
@@ -199,7 +200,8 @@ impl Runner {
             return Some(result);
         }
         let config = self.config.borrow().clone();
-        let (client, url) = (self.results_s3.as_ref()?, config.storage.results.as_ref()?);
+        let url = config.storage.results.as_ref()?;
+        let client = self.aws.results_store(&config).await?;
         let object = client
             .get_object()
             .bucket(&url.bucket)
@@ -315,13 +317,13 @@ impl Runner {
         let needs_aws =
             matches!(&job.source, JobSourceSpec::Git(git) if git.credentials_secret.is_some());
         let aws = if needs_aws {
-            Some(self.aws.get_or_init(|| super::aws_config(&config)).await)
+            Some(self.aws.get(&config).await)
         } else {
             None
         };
         let fetchers = Fetchers {
             git_cache: config.agent.state_dir.join("git"),
-            aws,
+            aws: aws.as_ref(),
         };
         let prepared =
             match prepare(&job, &workspace, delivery.attachments.as_deref(), &fetchers).await {
@@ -391,6 +393,13 @@ impl Runner {
                         ran.exit,
                         ran.stderr_tail.trim()
                     ));
+                }
+                if let Some(reason) = ran.called_off {
+                    // Whatever the child made of its stop, the job ended because it was
+                    // called off; a drain at the same moment does not give it back.
+                    result.status = JobStatus::Stopped;
+                    result.message = Some(reason);
+                    return Outcome::Done(result);
                 }
                 if ran.cancelled {
                     result.status = JobStatus::Stopped;
@@ -467,11 +476,10 @@ impl Runner {
         let timeout = resolved.timeout + Duration::from_secs(60);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        // The first beat comes at once: a job called off before it started stops now.
         let mut heartbeat = source.heartbeat().map(tokio::time::interval);
-        if let Some(beat) = heartbeat.as_mut() {
-            beat.tick().await;
-        }
         let mut cancelled = false;
+        let mut called_off = None;
         let mut overdue = false;
         let status = loop {
             tokio::select! {
@@ -482,8 +490,16 @@ impl Runner {
                         None => std::future::pending::<()>().await,
                     }
                 } => {
-                    if let Err(e) = source.extend(delivery).await {
-                        tracing::warn!(job = %job.id, error = %e, "cannot extend the lease");
+                    match source.extend(delivery).await {
+                        Ok(Lease::Held) => {}
+                        Ok(Lease::Cancelled(reason)) => {
+                            if called_off.is_none() {
+                                tracing::info!(job = %job.id, reason = %reason, "the job's source called it off; stopping it");
+                                stop_gracefully(&mut stdin, &child, job.kind);
+                                called_off = Some(reason);
+                            }
+                        }
+                        Err(e) => tracing::warn!(job = %job.id, error = %e, "cannot extend the lease"),
                     }
                 }
                 changed = cancel.changed() => {
@@ -493,11 +509,7 @@ impl Runner {
                         Cancel::No => {}
                         Cancel::Graceful => {
                             cancelled = true;
-                            // The end of its standard input is the child's stop signal.
-                            drop(stdin.take());
-                            if job.kind == JobKind::Deploy {
-                                signal_group(child.id(), nix::sys::signal::Signal::SIGTERM);
-                            }
+                            stop_gracefully(&mut stdin, &child, job.kind);
                         }
                         Cancel::Now => {
                             cancelled = true;
@@ -531,7 +543,21 @@ impl Runner {
             summary,
             stderr_tail,
             cancelled,
+            called_off,
         })
+    }
+}
+
+/// Asks the job to stop as a drain does: `finally` runs, the result says STOPPED.
+fn stop_gracefully(
+    stdin: &mut Option<tokio::process::ChildStdin>,
+    child: &tokio::process::Child,
+    kind: JobKind,
+) {
+    // The end of its standard input is a build's stop signal.
+    drop(stdin.take());
+    if kind == JobKind::Deploy {
+        signal_group(child.id(), nix::sys::signal::Signal::SIGTERM);
     }
 }
 
@@ -539,7 +565,10 @@ struct Ran {
     exit: String,
     summary: serde_json::Value,
     stderr_tail: String,
+    /// Stopped by the daemon (a drain): the delivery goes back to its source.
     cancelled: bool,
+    /// Called off by its source, with the reason: the job is finished, STOPPED.
+    called_off: Option<String>,
 }
 
 /// The job's directories.

@@ -35,6 +35,16 @@ impl Delivery {
     }
 }
 
+/// What a heartbeat learnt about a running job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// The job is still this agent's to run.
+    Held,
+    /// Whoever dispatched the job called it off, or it ended at the source (a pipeline
+    /// stopped): the job is stopped as a drain stops it, and its result says why.
+    Cancelled(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Worth retrying after a pause (network, throttling, the service answering 5xx).
@@ -52,12 +62,13 @@ pub trait JobSource: Send + Sync {
     /// Waits for the next job, up to the source's poll window; `None` when none arrived.
     fn next(&self) -> BoxFuture<'_, Result<Option<Delivery>, SourceError>>;
 
-    /// How often [`JobSource::extend`] must be called while a job runs; `None` when the
-    /// source holds a job until it is settled.
+    /// How often [`JobSource::extend`] must be called while a job runs (the first call
+    /// comes as the job starts); `None` when the source neither leases jobs nor can call
+    /// one off.
     fn heartbeat(&self) -> Option<Duration>;
 
-    /// Keeps the lease on a running job.
-    fn extend<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>>;
+    /// Keeps the lease on a running job, and says whether the job is still wanted.
+    fn extend<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<Lease, SourceError>>;
 
     /// The job's result is stored: report it where the source has a place for it and make
     /// sure the job is not delivered again.

@@ -2,7 +2,10 @@
 //! `inbox/` (written elsewhere and renamed in, so it is never read half-written); an agent
 //! claims it by renaming it into its own `claimed/<agent>/`, which only one agent can win,
 //! even with several agents sharing the directory. The result lands in `done/<name>.json`;
-//! a file that is not a job moves to `rejected/` beside its result.
+//! a file that is not a job moves to `rejected/` beside its result. Any file named
+//! `cancel/<name>.json` calls the job of that name off: a running job is stopped as a drain
+//! stops it (`finally` runs) and its result says STOPPED, with the file's first line as the
+//! reason when it has one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -13,7 +16,7 @@ use notify::Watcher;
 use tokio::sync::Notify;
 
 use super::result::JobResult;
-use super::source::{Delivery, JobSource, SourceError};
+use super::source::{Delivery, JobSource, Lease, SourceError};
 
 pub struct SpoolSource {
     name: String,
@@ -34,6 +37,7 @@ impl SpoolSource {
             claimed.clone(),
             root.join("done"),
             root.join("rejected"),
+            root.join("cancel"),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 SourceError::Fatal(format!(
@@ -134,6 +138,34 @@ impl SpoolSource {
         Ok(None)
     }
 
+    /// The reason a dispatcher gave for calling the job off, when it did.
+    fn cancellation(&self, delivery: &Delivery) -> Option<String> {
+        let path = self.cancel_path(delivery);
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            // Present but unreadable (a directory, no permission) still calls the job off.
+            Err(_) => String::new(),
+        };
+        let reason: String = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(200)
+            .collect();
+        Some(if reason.is_empty() {
+            format!("cancelled through {}", path.display())
+        } else {
+            format!("cancelled through {}: {reason}", path.display())
+        })
+    }
+
+    fn cancel_path(&self, delivery: &Delivery) -> PathBuf {
+        self.root.join("cancel").join(&delivery.handle)
+    }
+
     fn write_result(&self, delivery: &Delivery, result: &JobResult) -> Result<(), SourceError> {
         let json =
             serde_json::to_vec_pretty(result).map_err(|e| SourceError::Fatal(e.to_string()))?;
@@ -169,11 +201,17 @@ impl JobSource for SpoolSource {
     }
 
     fn heartbeat(&self) -> Option<Duration> {
-        None
+        // No lease to keep; the beat only looks for a cancellation, one stat a second.
+        Some(self.poll)
     }
 
-    fn extend<'a>(&'a self, _delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
-        Box::pin(async { Ok(()) })
+    fn extend<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<Lease, SourceError>> {
+        Box::pin(async move {
+            Ok(match self.cancellation(delivery) {
+                Some(reason) => Lease::Cancelled(reason),
+                None => Lease::Held,
+            })
+        })
     }
 
     fn complete<'a>(
@@ -183,6 +221,8 @@ impl JobSource for SpoolSource {
     ) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             self.write_result(delivery, result)?;
+            // Settled: a job dropped again under this name must not be called off at once.
+            let _ = std::fs::remove_file(self.cancel_path(delivery));
             match std::fs::remove_file(self.claimed.join(&delivery.handle)) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

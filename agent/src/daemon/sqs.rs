@@ -25,7 +25,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 use futures_util::future::BoxFuture;
 
 use super::result::JobResult;
-use super::source::{Delivery, JobSource, SourceError};
+use super::source::{Delivery, JobSource, Lease, SourceError};
 use crate::aws::error_text;
 
 /// SQS's own limits: long polls of at most 20 s, visibility of at most 12 h.
@@ -250,13 +250,15 @@ impl JobSource for SqsSource {
         Some((self.options.visibility_timeout / 3).max(Duration::from_secs(1)))
     }
 
-    fn extend<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
+    fn extend<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<Lease, SourceError>> {
+        // SQS has no way to call a message off: a lost lease is not a cancellation (the
+        // job may simply run twice, which the result store tolerates).
         Box::pin(async move {
             match self
                 .change_visibility(delivery, self.options.visibility_timeout)
                 .await
             {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(Lease::Held),
                 // The lease is lost (expired, or past SQS's 12 h limit since the first
                 // receive), not the source broken: the job may run twice, which the result
                 // store tolerates, so the daemon should carry on rather than stop polling.

@@ -767,7 +767,13 @@ impl Check<'_> {
                 "max_receive_count",
                 "dead_letter_queue_url",
             ],
-            _ => &["category", "provider", "version", "poll_interval"],
+            _ => &[
+                "category",
+                "provider",
+                "version",
+                "poll_interval",
+                "job_timeout",
+            ],
         };
         for (name, field_span) in raw.fields_set() {
             if !takes.contains(&name) {
@@ -867,6 +873,15 @@ impl Check<'_> {
                     (Duration::from_secs(1), Duration::from_secs(300)),
                     "poll at least every 5m and at most every second",
                 );
+                let job_timeout = raw.job_timeout.as_ref().map(|value| {
+                    self.duration(
+                        &field("job_timeout"),
+                        Some(value),
+                        Duration::from_secs(3600),
+                        (Duration::from_secs(2), Duration::from_secs(12 * 3600)),
+                        "CodePipeline's job timeout of an action type is 60s to 12h",
+                    )
+                });
                 let category = [
                     ActionCategory::Source,
                     ActionCategory::Build,
@@ -880,6 +895,7 @@ impl Check<'_> {
                     provider: provider?,
                     version: version?,
                     poll_interval,
+                    job_timeout,
                 }))
             }
         }

@@ -126,6 +126,7 @@ pub(super) struct RawSource {
     pub provider: Option<S<String>>,
     pub version: Option<S<Scalar>>,
     pub poll_interval: Option<S<Scalar>>,
+    pub job_timeout: Option<S<Scalar>>,
 }
 
 impl RawSource {
@@ -159,6 +160,7 @@ impl RawSource {
             "poll_interval",
             self.poll_interval.as_ref().map(|v| v.span()),
         );
+        add("job_timeout", self.job_timeout.as_ref().map(|v| v.span()));
         set
     }
 }
