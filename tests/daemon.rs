@@ -704,6 +704,69 @@ fn a_git_source_is_checked_out_at_its_commit() {
 }
 
 #[test]
+fn a_private_git_source_uses_the_configs_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = serial();
+    let token = "tok-5b1e9f0c3a";
+    let server = GitServer::start_with_auth("ci-bot", token);
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("git-token");
+    fs::write(&token_file, format!("{token}\n")).unwrap();
+    fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!(
+        "[[git_credentials]]\nurl_prefix = \"{}/\"\nusername = \"ci-bot\"\ntoken_file = \"{}\"\n",
+        server.origin,
+        token_file.display()
+    );
+    let daemon = Daemon::start(&extra);
+    let job = |id: &str| {
+        json!({
+            "version": 1,
+            "id": id,
+            "kind": "build",
+            "source": {"type": "git", "url": server.url, "ref": "main"}
+        })
+    };
+    daemon.submit("private-1", &job("private-1"));
+    let result = daemon.result("private-1", Duration::from_secs(60));
+    assert_eq!(
+        result["status"],
+        "SUCCEEDED",
+        "{result:#}\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        result["exported_variables"]["COMMIT"],
+        server.commit.as_str()
+    );
+
+    // The file is read for each job: a rotated (here: wrong) token applies at once.
+    fs::write(&token_file, "revoked-token\n").unwrap();
+    daemon.submit("private-2", &job("private-2"));
+    let refused = daemon.result("private-2", Duration::from_secs(60));
+    assert_eq!(refused["status"], "FAULT", "{refused:#}");
+    // A secret file everyone may read is refused, with the fix.
+    fs::set_permissions(&token_file, fs::Permissions::from_mode(0o644)).unwrap();
+    daemon.submit("private-3", &job("private-3"));
+    let open = daemon.result("private-3", Duration::from_secs(60));
+    assert_eq!(open["status"], "FAULT", "{open:#}");
+    assert!(
+        open["message"].as_str().unwrap().contains("chmod o-r"),
+        "{open:#}"
+    );
+    for text in [
+        daemon.log(),
+        fs::read_to_string(daemon.path("spool/done/private-1.json")).unwrap(),
+    ] {
+        assert!(
+            !text.contains(token) && !text.contains("revoked-token"),
+            "{text}"
+        );
+    }
+    drop(server);
+}
+
+#[test]
 fn a_codepipeline_job_runs_and_reports_its_outputs() {
     use common::codepipeline_fake::{ActionType, ArtifactAt, Fake, NewJob};
     let _serial = serial();

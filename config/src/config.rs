@@ -64,6 +64,10 @@ pub struct Config {
     #[serde(default)]
     #[schemars(transform = no_default)]
     pub notifications: NotificationsConfig,
+    /// Credentials for git sources, by repository URL prefix: used when a job's git source
+    /// names no `credentials_secret`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub git_credentials: Vec<GitCredential>,
     /// Where jobs come from: one `[[sources]]` table each, at least one. Two sources for the
     /// same spool directory, queue or action type are refused.
     #[schemars(length(min = 1))]
@@ -263,6 +267,47 @@ pub struct NotificationsConfig {
     pub webhook: Option<String>,
 }
 
+/// `[[git_credentials]]`: what the agent offers a git server for the repositories under
+/// one URL prefix. The secret stays in a file only root and the agent can read (a
+/// systemd credential, say); the agent reads it for each job, so a rotated token needs no
+/// reload, and never passes it to the build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitCredential {
+    /// The repositories these credentials are for: the start of their git URLs, ending in
+    /// `/` or `:` (`https://git.example.com/platform/`, `git@git.example.com:platform/`).
+    /// Where several match, the longest wins.
+    pub url_prefix: String,
+    /// The user name: for https the basic-auth user a forge expects with a token
+    /// (`x-access-token`, `oauth2`, a bot's name); for ssh the login.
+    #[serde(default = "defaults::git_username")]
+    pub username: String,
+    /// A file holding a token or password for https. Absolute; not readable by everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// A file holding an ssh private key (OpenSSH or PEM) for ssh URLs, instead of
+    /// `token_file`. Absolute; not readable by everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key_file: Option<PathBuf>,
+    /// A file holding the passphrase of `ssh_key_file`, when the key has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl GitCredential {
+    /// Whether these credentials are for `url`.
+    pub fn covers(&self, url: &str) -> bool {
+        url.starts_with(&self.url_prefix)
+    }
+}
+
+/// The credentials configured for `url`: the longest prefix that covers it.
+pub fn git_credential_for<'a>(all: &'a [GitCredential], url: &str) -> Option<&'a GitCredential> {
+    all.iter()
+        .filter(|c| c.covers(url))
+        .max_by_key(|c| c.url_prefix.len())
+}
+
 /// `[[sources]]`: one place jobs come from, chosen by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -425,6 +470,9 @@ mod defaults {
     }
     pub fn deploy_root() -> PathBuf {
         "/var/lib/agent/deployments".into()
+    }
+    pub fn git_username() -> String {
+        "git".into()
     }
     pub fn max_revisions() -> u32 {
         5
@@ -624,6 +672,7 @@ pub const FIELDS: &[(&str, Reloads)] = &[
     ("deploy.allowed_destinations", Reloads::Live),
     ("deploy.max_revisions", Reloads::Live),
     ("notifications.webhook", Reloads::Live),
+    ("git_credentials", Reloads::Live),
     ("sources", Reloads::Restart),
     ("aws.region", Reloads::Restart),
     ("aws.profile", Reloads::Restart),
@@ -713,6 +762,7 @@ fn field_differs(a: &Config, b: &Config, field: &str) -> bool {
         "deploy.allowed_destinations" => deploy.allowed_destinations,
         "deploy.max_revisions" => deploy.max_revisions,
         "notifications.webhook" => notifications.webhook,
+        "git_credentials" => git_credentials,
         "sources" => sources,
         "aws.region" => aws.region,
         "aws.profile" => aws.profile,

@@ -157,7 +157,8 @@ pub struct GitSource {
     #[serde(default, skip_serializing_if = "is_false")]
     pub submodules: bool,
     /// A Secrets Manager secret (name or ARN) holding the credentials: a token for https,
-    /// a private key for ssh.
+    /// a private key for ssh. Without one, the agent's `[[git_credentials]]` for the URL
+    /// apply, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
 }

@@ -535,3 +535,48 @@ fn unreadable_file() {
     );
     assert!(e.problems().is_empty());
 }
+
+#[test]
+fn git_credentials_are_scoped_and_name_one_secret_file() {
+    let table = |body: &str| with_source(&format!("[[git_credentials]]\n{body}"));
+    bad(
+        &table("url_prefix = \"https://git.example.com\"\ntoken_file = \"/etc/agent/t\""),
+        "3:14",
+        "does not end in `/` or `:`",
+    );
+    bad(
+        &table("url_prefix = \"ext::sh -c x/\"\ntoken_file = \"/etc/agent/t\""),
+        "3:14",
+        "https://",
+    );
+    bad(
+        &table("url_prefix = \"https://git.example.com/\"\ntoken_file = \"etc/t\""),
+        "4:14",
+        "absolute",
+    );
+    bad(
+        &table("url_prefix = \"https://git.example.com/\""),
+        "2:1",
+        "exactly one of `token_file` and `ssh_key_file`",
+    );
+    bad(
+        &table("url_prefix = \"git@git.example.com:\"\ntoken_file = \"/t\"\nssh_key_file = \"/k\""),
+        "2:1",
+        "exactly one of",
+    );
+    bad(
+        &table(
+            "url_prefix = \"https://git.example.com/\"\ntoken_file = \"/t\"\npassphrase_file = \"/p\"",
+        ),
+        "2:1",
+        "`passphrase_file` is for an ssh key",
+    );
+    bad(&table("token_file = \"/t\""), "2:1", "no `url_prefix`");
+    bad(
+        &with_source(
+            "[[git_credentials]]\nurl_prefix = \"https://g.example.com/a/\"\ntoken_file = \"/t\"\n[[git_credentials]]\nurl_prefix = \"https://g.example.com/a/\"\ntoken_file = \"/u\"",
+        ),
+        "6:14",
+        "has credentials already",
+    );
+}

@@ -120,3 +120,28 @@ fn an_environment_role_is_found_by_name() {
     assert_eq!(role.external_id, None);
     assert!(agent_config::allow::environment_role(&c, "Dev").is_none());
 }
+
+#[test]
+fn git_credentials_pick_the_longest_prefix() {
+    let text = "version = 1\n[[git_credentials]]\nurl_prefix = \"https://git.example.com/\"\ntoken_file = \"/etc/agent/all\"\n[[git_credentials]]\nurl_prefix = \"https://git.example.com/platform/\"\nusername = \"x-access-token\"\ntoken_file = \"/etc/agent/platform\"\n[[git_credentials]]\nurl_prefix = \"git@git.example.com:\"\nssh_key_file = \"/etc/agent/key\"\n[[sources]]\ntype = \"spool\"\npath = \"/var/lib/agent/spool\"\n";
+    let config = agent_config::config::parse(text, "agent.toml").unwrap();
+    let pick = |url: &str| {
+        agent_config::config::git_credential_for(&config.git_credentials, url)
+            .map(|c| c.url_prefix.as_str())
+    };
+    assert_eq!(
+        pick("https://git.example.com/platform/api.git"),
+        Some("https://git.example.com/platform/")
+    );
+    assert_eq!(
+        pick("https://git.example.com/web.git"),
+        Some("https://git.example.com/")
+    );
+    assert_eq!(
+        pick("git@git.example.com:platform/api.git"),
+        Some("git@git.example.com:")
+    );
+    assert_eq!(pick("https://git.example.com.evil.test/x.git"), None);
+    assert_eq!(config.git_credentials[0].username, "git");
+    assert_eq!(config.git_credentials[1].username, "x-access-token");
+}

@@ -20,6 +20,16 @@ pub struct GitServer {
 
 impl GitServer {
     pub fn start() -> GitServer {
+        GitServer::serve(None)
+    }
+
+    /// Answers only requests with HTTP basic auth `user:password`, as a private
+    /// repository on a forge does.
+    pub fn start_with_auth(user: &str, password: &str) -> GitServer {
+        GitServer::serve(Some(format!("{user}:{password}")))
+    }
+
+    fn serve(auth: Option<String>) -> GitServer {
         let root = tempfile::tempdir().unwrap();
         let work = root.path().join("work");
         fs::create_dir_all(&work).unwrap();
@@ -72,6 +82,7 @@ impl GitServer {
             .port();
         let server = Command::new("python3")
             .args(["-c", GIT_HTTP_SERVER, &port.to_string()])
+            .args(auth)
             .current_dir(root.path().join("served"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -103,7 +114,7 @@ impl Drop for GitServer {
 /// `git http-backend` behind a small HTTP/1.1 server (libgit2 sends chunked bodies, which
 /// Python's own CGI handler does not read).
 const GIT_HTTP_SERVER: &str = r#"
-import http.server, os, subprocess, sys
+import base64, http.server, os, subprocess, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def body(self):
@@ -119,6 +130,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def handle_one(self):
         path, _, query = self.path.partition("?")
         data = self.body()
+        if len(sys.argv) > 2:
+            wanted = "Basic " + base64.b64encode(sys.argv[2].encode()).decode()
+            if self.headers.get("Authorization", "") != wanted:
+                self.send_response_only(401, "Unauthorized")
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         env = dict(os.environ, GIT_PROJECT_ROOT=os.getcwd(), GIT_HTTP_EXPORT_ALL="1",
                    REQUEST_METHOD=self.command, PATH_INFO=path, QUERY_STRING=query,
                    CONTENT_TYPE=self.headers.get("Content-Type", ""), CONTENT_LENGTH=str(len(data)),

@@ -5,6 +5,7 @@
 
 pub mod aws_setup;
 pub mod codepipeline;
+pub mod git_credentials;
 pub mod http;
 pub mod janitor;
 pub mod metrics;

@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_config::Config;
+use agent_config::config::{GitCredential, git_credential_for};
 use agent_config::jobspec::{self, JobKind, JobSource as JobSourceSpec, JobSpec};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use super::git_credentials;
 use super::metrics::Metrics;
 use super::result::{JobResult, JobStatus};
 use super::source::{Delivery, JobSource, Lease};
@@ -324,6 +326,7 @@ impl Runner {
         let fetchers = Fetchers {
             git_cache: config.agent.state_dir.join("git"),
             aws: aws.as_ref(),
+            configured: &config.git_credentials,
         };
         let prepared =
             match prepare(&job, &workspace, delivery.attachments.as_deref(), &fetchers).await {
@@ -630,6 +633,8 @@ where
 struct Fetchers<'a> {
     git_cache: PathBuf,
     aws: Option<&'a aws_config::SdkConfig>,
+    /// The config's `[[git_credentials]]`.
+    configured: &'a [GitCredential],
 }
 
 async fn prepare(
@@ -668,8 +673,10 @@ async fn prepare(
         JobSourceSpec::S3(s3) => s3.url.to_string(),
         JobSourceSpec::Git(git) => {
             let credentials = match &git.credentials_secret {
-                Some(secret) => Some(git_credentials(secret, fetchers.aws).await?),
-                None => None,
+                Some(secret) => Some(git_credentials::from_secret(secret, fetchers.aws).await?),
+                None => git_credential_for(fetchers.configured, &git.url)
+                    .map(git_credentials::from_config)
+                    .transpose()?,
             };
             let request = crate::source::git_fetch::GitRequest {
                 url: &git.url,
@@ -727,57 +734,6 @@ async fn prepare(
         log_dir,
         env,
     })
-}
-
-/// Git credentials from Secrets Manager: a JSON object with `username` and `token`, or
-/// `username`, `ssh_private_key` and optionally `passphrase`; a plain string is a token.
-/// The value stays in memory.
-async fn git_credentials(
-    secret: &str,
-    aws: Option<&aws_config::SdkConfig>,
-) -> Result<crate::source::git_fetch::GitCredentials, String> {
-    use crate::source::git_fetch::GitCredentials;
-    let aws =
-        aws.ok_or("git credentials come from Secrets Manager, and this agent has no AWS setup")?;
-    let value = aws_sdk_secretsmanager::Client::new(aws)
-        .get_secret_value()
-        .secret_id(secret)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot read the git credentials secret {secret}: {}",
-                crate::aws::error_text(&e)
-            )
-        })?;
-    let text = value
-        .secret_string()
-        .ok_or_else(|| format!("the git credentials secret {secret} has no string value"))?;
-    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(text)
-    else {
-        return Ok(GitCredentials::Token {
-            username: "git".into(),
-            token: text.to_string(),
-        });
-    };
-    let field = |name: &str| {
-        fields
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let username = field("username").unwrap_or_else(|| "git".into());
-    match (field("token"), field("ssh_private_key")) {
-        (Some(token), _) => Ok(GitCredentials::Token { username, token }),
-        (None, Some(private_key)) => Ok(GitCredentials::SshKey {
-            username,
-            private_key,
-            passphrase: field("passphrase"),
-        }),
-        (None, None) => Err(format!(
-            "the git credentials secret {secret} has neither `token` nor `ssh_private_key`"
-        )),
-    }
 }
 
 fn build_args(

@@ -13,8 +13,8 @@ use super::*;
 use crate::allow::{ImagePattern, ImageRef, RoleArn, RolePattern};
 use crate::diag::{Format, Problem, Problems, article, explain_serde, suggest};
 use crate::values::{
-    PlainHttp, S3Url, Scalar, check_absolute_dir, check_external_id, check_label, format_duration,
-    parse_duration, parse_size, parse_web_url,
+    PlainHttp, S3Url, Scalar, check_absolute_dir, check_external_id, check_git_url, check_label,
+    format_duration, parse_duration, parse_size, parse_web_url,
 };
 
 type S<T> = Spanned<T>;
@@ -276,6 +276,7 @@ impl Check<'_> {
                 PlainHttp::LoopbackOnly,
             ),
         };
+        let git_credentials = self.git_credentials(raw.git_credentials);
         let aws = self.aws(raw.aws);
         let sources = self.sources(raw.sources);
         let config = Config {
@@ -286,6 +287,7 @@ impl Check<'_> {
             roles,
             deploy,
             notifications,
+            git_credentials,
             sources: sources.iter().map(|f| f.source.clone()).collect(),
             aws,
         };
@@ -659,6 +661,112 @@ impl Check<'_> {
             allowed_destinations,
             max_revisions,
         }
+    }
+
+    fn git_credentials(&mut self, raw: Vec<S<super::raw::RawGitCredential>>) -> Vec<GitCredential> {
+        let mut out: Vec<GitCredential> = Vec::new();
+        for (i, table) in raw.into_iter().enumerate() {
+            let span = table.span();
+            let raw = table.into_inner();
+            let field = |name: &str| format!("git_credentials[{i}].{name}");
+            let Some(prefix) = raw.url_prefix else {
+                self.err(
+                    span,
+                    &field("url_prefix"),
+                    "these git credentials have no `url_prefix`",
+                    "add `url_prefix = \"https://git.example.com/org/\"`: the repositories they are for",
+                );
+                continue;
+            };
+            let text = prefix.get_ref();
+            let shape = if !(text.ends_with('/') || text.ends_with(':')) {
+                Err(format!(
+                    "`{text}` does not end in `/` or `:`, so it would also match other hosts and paths that start the same way"
+                ))
+            } else {
+                check_git_url(&format!("{text}x"))
+            };
+            if let Err(e) = shape {
+                self.err(
+                    prefix.span(),
+                    &field("url_prefix"),
+                    format!("`url_prefix`: {e}"),
+                    "write the start of the repositories' URLs up to a `/`, e.g. `https://git.example.com/platform/`",
+                );
+                continue;
+            }
+            if out.iter().any(|c| c.url_prefix == *text) {
+                self.err(
+                    prefix.span(),
+                    &field("url_prefix"),
+                    format!("`{text}` has credentials already"),
+                    "keep one `[[git_credentials]]` table per prefix",
+                );
+                continue;
+            }
+            let mut file = |name: &str, value: Option<S<String>>| -> Option<PathBuf> {
+                let value = value?;
+                match check_absolute_dir(value.get_ref()) {
+                    Ok(path) => Some(path),
+                    Err(e) => {
+                        self.err(
+                            value.span(),
+                            &field(name),
+                            format!("`{name}`: {e}"),
+                            format!(
+                                "write an absolute path, e.g. `{name} = \"/etc/agent/git-token\"`"
+                            ),
+                        );
+                        None
+                    }
+                }
+            };
+            // Which fields are set, whether or not their paths are valid: a bad path is
+            // its own problem, not also a missing field.
+            let (has_token, has_key, has_passphrase) = (
+                raw.token_file.is_some(),
+                raw.ssh_key_file.is_some(),
+                raw.passphrase_file.is_some(),
+            );
+            let token_file = file("token_file", raw.token_file);
+            let ssh_key_file = file("ssh_key_file", raw.ssh_key_file);
+            let passphrase_file = file("passphrase_file", raw.passphrase_file);
+            if has_token == has_key {
+                self.err(
+                    span,
+                    &field("token_file"),
+                    "git credentials take exactly one of `token_file` and `ssh_key_file`",
+                    "a token for https URLs, an ssh key for ssh and `git@host:` URLs",
+                );
+                continue;
+            }
+            if has_passphrase && !has_key {
+                self.err(
+                    span,
+                    &field("passphrase_file"),
+                    "`passphrase_file` is for an ssh key, and these credentials have none",
+                    "remove `passphrase_file`, or use `ssh_key_file`",
+                );
+                continue;
+            }
+            let username = raw
+                .username
+                .map_or_else(defaults::git_username, S::into_inner);
+            if (has_token && token_file.is_none())
+                || (has_key && ssh_key_file.is_none())
+                || (has_passphrase && passphrase_file.is_none())
+            {
+                continue;
+            }
+            out.push(GitCredential {
+                url_prefix: text.clone(),
+                username,
+                token_file,
+                ssh_key_file,
+                passphrase_file,
+            });
+        }
+        out
     }
 
     fn aws(&mut self, raw: super::raw::RawAws) -> AwsConfig {

@@ -35,6 +35,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub notifications: RawNotifications,
     #[serde(default)]
+    pub git_credentials: Vec<S<RawGitCredential>>,
+    #[serde(default)]
     pub sources: Vec<S<RawSource>>,
     #[serde(default)]
     pub aws: RawAws,
@@ -107,6 +109,16 @@ pub(super) struct RawDeploy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNotifications {
     pub webhook: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGitCredential {
+    pub url_prefix: Option<S<String>>,
+    pub username: Option<S<String>>,
+    pub token_file: Option<S<String>>,
+    pub ssh_key_file: Option<S<String>>,
+    pub passphrase_file: Option<S<String>>,
 }
 
 /// One `[[sources]]` table with the fields of every type: a tagged enum would lose the
