@@ -179,3 +179,74 @@ fn no_secret_reaches_any_sink_in_any_form() {
         .collect();
     assert_eq!(names, ["V25-***"], "{}", run.summary);
 }
+
+/// An STS stand-in that refuses every call with a message echoing the request's
+/// credentials, as a verbose service or a debugging proxy might; returns its URL.
+fn echoing_sts(secret: &'static str, token: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let xml = format!(
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not authorized: signed with {secret}, token {token}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_failed_assume_role_message_does_not_show_the_callers_secrets() {
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYcallerKEY";
+    const TOKEN: &str = "IQoJb3JpZ2luX2VjEFsessionTOKENcaller0042";
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo never\n");
+    let summary = p.dir.path().join("summary.json");
+    let out = common::agent()
+        .args(["run-local", "--executor", "host", "--role-arn"])
+        .arg("arn:aws:iam::123456789012:role/deploy")
+        .arg("--summary")
+        .arg(&summary)
+        .current_dir(p.dir.path())
+        .env("AWS_ENDPOINT_URL", echoing_sts(SECRET, TOKEN))
+        .env("AWS_ACCESS_KEY_ID", "ASIACALLERKEY0000001")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_SESSION_TOKEN", TOKEN)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot assume role"), "{stderr}");
+    // The message is there, with the secrets hidden in it.
+    assert!(stderr.contains("signed with ***, token ***"), "{stderr}");
+    let written = std::fs::read_to_string(&summary).unwrap();
+    for sink in [stderr.as_ref(), stdout.as_ref(), written.as_str()] {
+        for secret in [SECRET, TOKEN] {
+            for form in forbidden(secret) {
+                assert!(!sink.contains(&form), "`{form}` leaked:\n{sink}");
+            }
+        }
+    }
+}

@@ -96,8 +96,13 @@ pub async fn connect(options: &AwsOptions) -> Result<Aws, AwsError> {
     notes.extend(warning);
     let links = roles::chain(&base, &options.role, duration)
         .ok_or_else(|| AwsError::NoCredentials("no credentials provider".into()))?;
+    // The caller's own secrets never appear in a message about the chain.
+    let base_secrets: Vec<&str> = std::iter::once(base_creds.secret_access_key())
+        .chain(base_creds.session_token())
+        .collect();
+    let masker = crate::logs::Masker::new(&base_secrets);
     for link in &links {
-        link.credentials().await?;
+        link.credentials().await.map_err(|e| e.masked(&masker))?;
     }
     let assumed = Assumed::new(&links).ok_or_else(|| AwsError::NoCredentials("no role".into()))?;
     let config = base

@@ -57,6 +57,34 @@ pub enum RoleError {
     Invalid(String),
 }
 
+impl RoleError {
+    /// The same error with `masker`'s values hidden in what the service said: an STS
+    /// message (or a proxy's) may echo what the request carried.
+    pub fn masked(self, masker: &crate::logs::Masker) -> RoleError {
+        match self {
+            RoleError::AccessDenied {
+                role,
+                message,
+                external,
+            } => RoleError::AccessDenied {
+                role,
+                message: masker.mask_str(&message),
+                external,
+            },
+            RoleError::DurationTooLong { role, message } => RoleError::DurationTooLong {
+                role,
+                message: masker.mask_str(&message),
+            },
+            RoleError::Other { role, message } => RoleError::Other {
+                role,
+                message: masker.mask_str(&message),
+            },
+            RoleError::Invalid(message) => RoleError::Invalid(masker.mask_str(&message)),
+            other => other,
+        }
+    }
+}
+
 /// Sanitizes a session name to STS's `[\w+=,.@-]{2,64}`.
 pub fn session_name(raw: &str) -> String {
     let mut name: String = raw

@@ -121,9 +121,11 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
     let credentials = match aws_setup::provision(&args, &mut request, &maskers, connected).await {
         Ok(endpoint) => endpoint,
         Err(message) => {
-            eprintln!("error: {message}");
-            let summary = aws_setup::provisioning_failed(&request, &message);
             let secrets = secret_values(&request);
+            // A service's message may echo a value the build was to keep secret.
+            let shown = maskers.mask(&crate::logs::Masker::new(&secrets).mask_str(&message));
+            eprintln!("error: {shown}");
+            let summary = aws_setup::provisioning_failed(&request, &message);
             save_summary(&summary, args.summary.as_deref(), &secrets, &maskers);
             return exit::FAILED;
         }
