@@ -768,25 +768,14 @@ fn a_private_git_source_uses_the_configs_credentials() {
 
 #[test]
 fn a_codepipeline_job_runs_and_reports_its_outputs() {
-    use common::codepipeline_fake::{ActionType, ArtifactAt, Fake, NewJob};
+    use common::codepipeline_fake::{ActionType, ArtifactAt, NewJob};
     let _serial = serial();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let fake = runtime.block_on(Fake::start(Some(common::moto())));
-    let bucket = format!("pipeline-{}", &uuid_like()[..10]);
-    let input = fs::File::create(std::env::temp_dir().join(format!("{bucket}.zip"))).unwrap();
-    let mut zip = zip::ZipWriter::new(input);
-    zip.start_file("buildspec.yml", zip::write::SimpleFileOptions::default())
-        .unwrap();
-    std::io::Write::write_all(
-        &mut zip,
-        b"version: 0.2\nenv:\n  exported-variables: [IMAGE_TAG]\nphases:\n  build:\n    commands:\n      - export IMAGE_TAG=v-$CODEPIPELINE_SOURCE_REVISION\n      - mkdir -p out && echo built > out/app.txt\nartifacts:\n  base-directory: out\n  files: ['**/*']\n",
-    )
-    .unwrap();
-    zip.finish().unwrap();
-    common::boto3(&format!(
-        "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='{bucket}')\ns3.upload_file('{}', '{bucket}', 'web/SourceArti/abc123.zip')",
-        std::env::temp_dir().join(format!("{bucket}.zip")).display()
-    ));
+    let (fake, bucket, extra) = pipeline_with_source(
+        &runtime,
+        "version: 0.2\nenv:\n  exported-variables: [IMAGE_TAG]\nphases:\n  build:\n    commands:\n      - export IMAGE_TAG=v-$CODEPIPELINE_SOURCE_REVISION\n      - mkdir -p out && echo built > out/app.txt\nartifacts:\n  base-directory: out\n  files: ['**/*']\n",
+        "",
+    );
     let action = ActionType::new("Build", "AgentBuild", "1");
     fake.register(&action);
     let mut source = ArtifactAt::new("SourceOutput", &bucket, "web/SourceArti/abc123.zip");
@@ -796,10 +785,6 @@ fn a_codepipeline_job_runs_and_reports_its_outputs() {
         &bucket,
         "web/BuildOutp/out.zip",
     )));
-    let extra = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"codepipeline\"\ncategory = \"Build\"\nprovider = \"AgentBuild\"\nversion = \"1\"\npoll_interval = \"1s\"\n",
-        fake.url()
-    );
     let daemon = Daemon::start(&extra);
     let deadline = Instant::now() + Duration::from_secs(90);
     while fake.results().is_empty() {

@@ -182,37 +182,16 @@ fn no_secret_reaches_any_sink_in_any_form() {
 
 /// An STS stand-in that refuses every call with a message echoing the request's
 /// credentials, as a verbose service or a debugging proxy might; returns its URL.
-fn echoing_sts(secret: &'static str, token: &'static str) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let xml = format!(
-                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not authorized: signed with {secret}, token {token}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
-            );
-            let _ = write!(
-                stream,
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-                xml.len()
-            );
-        }
-    });
-    url
+fn echoing_sts(secret: &str, token: &str) -> String {
+    let xml = format!(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not authorized: signed with {secret}, token {token}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
+    );
+    common::daemon::http_server_answering(
+        "403 Forbidden",
+        "Content-Type: text/xml\r\n",
+        xml.into_bytes(),
+    )
+    .0
 }
 
 #[test]

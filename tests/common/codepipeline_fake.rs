@@ -242,7 +242,21 @@ struct State {
     job_timeout: Option<Duration>,
 }
 
+impl Job {
+    /// The action execution the job belongs to (continuations share their first job's).
+    fn execution(&self) -> &Value {
+        &self.data["pipelineContext"]["action"]["actionExecutionId"]
+    }
+}
+
 impl State {
+    fn execution_of(&self, job_id: &str) -> Option<Value> {
+        self.jobs
+            .iter()
+            .find(|j| j.id == job_id)
+            .map(|j| j.execution().clone())
+    }
+
     /// Times out the jobs past the job timeout, as the service does on its own.
     fn expire(&mut self) {
         let Some(timeout) = self.job_timeout else {
@@ -372,12 +386,7 @@ impl Fake {
     /// of its action execution not finished yet fails, without a result from a worker.
     pub fn stop_execution(&self, job_id: &str) {
         let mut state = self.lock();
-        let Some(execution) = state
-            .jobs
-            .iter()
-            .find(|j| j.id == job_id)
-            .map(|j| j.data["pipelineContext"]["action"]["actionExecutionId"].clone())
-        else {
+        let Some(execution) = state.execution_of(job_id) else {
             return;
         };
         for job in &mut state.jobs {
@@ -385,8 +394,7 @@ impl Fake {
                 job.status,
                 Status::Queued | Status::Dispatched { .. } | Status::InProgress
             );
-            if unfinished && job.data["pipelineContext"]["action"]["actionExecutionId"] == execution
-            {
+            if unfinished && job.execution() == &execution {
                 job.status = Status::Failed;
             }
         }
@@ -396,18 +404,13 @@ impl Fake {
     /// first job and its continuations.
     pub fn execution(&self, job_id: &str) -> Vec<(String, String)> {
         let state = self.lock();
-        let Some(execution) = state
-            .jobs
-            .iter()
-            .find(|j| j.id == job_id)
-            .map(|j| j.data["pipelineContext"]["action"]["actionExecutionId"].clone())
-        else {
+        let Some(execution) = state.execution_of(job_id) else {
             return Vec::new();
         };
         state
             .jobs
             .iter()
-            .filter(|j| j.data["pipelineContext"]["action"]["actionExecutionId"] == execution)
+            .filter(|j| j.execution() == &execution)
             .map(|j| (j.id.clone(), j.status.name().to_string()))
             .collect()
     }

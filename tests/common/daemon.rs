@@ -358,7 +358,18 @@ pub fn queue_depth(queue_url: &str) -> u64 {
 /// A plain HTTP server on loopback that answers every request with `body`; returns its URL
 /// and what it was sent (head and body of each request).
 pub fn http_server(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    http_server_answering("200 OK", "", body)
+}
+
+/// As [`http_server`], answering with `status` (`403 Forbidden`) and the `headers` lines
+/// (each ending in CRLF).
+pub fn http_server_answering(
+    status: &str,
+    headers: &str,
+    body: Vec<u8>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Read, Write};
+    let (status, headers) = (status.to_string(), headers.to_string());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -386,7 +397,7 @@ pub fn http_server(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Ve
             let mut stream = stream;
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = stream.write_all(&body);
