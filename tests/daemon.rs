@@ -704,6 +704,77 @@ fn a_git_source_is_checked_out_at_its_commit() {
 }
 
 #[test]
+fn a_local_git_repository_is_cloned_only_from_an_allowed_directory() {
+    let _serial = serial();
+    let daemon = Daemon::start("");
+    let repos = tempfile::tempdir().unwrap();
+    let repo = repos.path().join("app");
+    fs::create_dir(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    fs::write(
+        repo.join("buildspec.yml"),
+        "version: 0.2\nenv:\n  exported-variables: [COMMIT]\nphases:\n  build:\n    commands:\n      - export COMMIT=$CODEBUILD_RESOLVED_SOURCE_VERSION\n",
+    )
+    .unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "first"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    let job = |id: &str| {
+        json!({
+            "version": 1,
+            "id": id,
+            "kind": "build",
+            "source": {"type": "git", "url": format!("file://{}", repo.display())}
+        })
+    };
+    daemon.submit("local-1", &job("local-1"));
+    let refused = daemon.result("local-1", Duration::from_secs(60));
+    assert_eq!(refused["status"], "REJECTED", "{refused:#}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("jobs.allowed_git_paths")
+    );
+
+    // Allowed by a live reload.
+    let config = fs::read_to_string(daemon.path("agent.toml"))
+        .unwrap()
+        .replace(
+            "[jobs]\n",
+            &format!(
+                "[jobs]\nallowed_git_paths = [\"{}\"]\n",
+                repos.path().display()
+            ),
+        );
+    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("jobs.allowed_git_paths") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.submit("local-2", &job("local-2"));
+    let built = daemon.result("local-2", Duration::from_secs(60));
+    assert_eq!(built["status"], "SUCCEEDED", "{built:#}");
+    assert_eq!(built["exported_variables"]["COMMIT"], commit.as_str());
+}
+
+#[test]
 fn a_private_git_source_uses_the_configs_credentials() {
     use std::os::unix::fs::PermissionsExt;
     let _serial = serial();

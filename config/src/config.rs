@@ -172,6 +172,11 @@ pub struct JobsConfig {
     /// container can take over the host.
     #[serde(default)]
     pub allow_privileged: bool,
+    /// Directories whose repositories jobs may clone by `file://` URL (a mirror on this
+    /// host or a network mount), each with what is below it. Absolute. Empty: no `file://`
+    /// git source runs, since it would read this host's disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_git_paths: Vec<PathBuf>,
     /// Each build container's memory limit, at least `6m` (Docker's minimum).
     #[serde(default = "defaults::memory", serialize_with = "serialize_size")]
     #[schemars(with = "SizeText")]
@@ -514,6 +519,7 @@ impl Default for JobsConfig {
             default_image: defaults::default_image(),
             allowed_images: Vec::new(),
             allow_privileged: false,
+            allowed_git_paths: Vec::new(),
             memory: defaults::memory(),
             cpus: defaults::cpus(),
             pids: defaults::pids(),
@@ -659,6 +665,7 @@ pub const FIELDS: &[(&str, Reloads)] = &[
     ("jobs.default_image", Reloads::Live),
     ("jobs.allowed_images", Reloads::Live),
     ("jobs.allow_privileged", Reloads::Live),
+    ("jobs.allowed_git_paths", Reloads::Live),
     ("jobs.memory", Reloads::Live),
     ("jobs.cpus", Reloads::Live),
     ("jobs.pids", Reloads::Live),
@@ -749,6 +756,7 @@ fn field_differs(a: &Config, b: &Config, field: &str) -> bool {
         "jobs.default_image" => jobs.default_image,
         "jobs.allowed_images" => jobs.allowed_images,
         "jobs.allow_privileged" => jobs.allow_privileged,
+        "jobs.allowed_git_paths" => jobs.allowed_git_paths,
         "jobs.memory" => jobs.memory,
         "jobs.cpus" => jobs.cpus,
         "jobs.pids" => jobs.pids,

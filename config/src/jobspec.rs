@@ -601,6 +601,33 @@ pub fn check_policy(job: &JobSpec, config: &Config) -> Result<Resolved, Vec<Poli
         },
     };
 
+    if let JobSource::Git(git) = &job.source
+        && git.url.starts_with("file:")
+    {
+        let allowed = &config.jobs.allowed_git_paths;
+        let inside = crate::values::git_file_path(&git.url)
+            .is_ok_and(|path| allowed.iter().any(|dir| path.starts_with(dir)));
+        if !inside {
+            let hint = if allowed.is_empty() {
+                "`jobs.allowed_git_paths` is empty, so no job may clone from this host's disk; add the repositories' directory there, or use an https:// or ssh:// URL".to_string()
+            } else {
+                format!(
+                    "allowed: {}; add the repository's directory to `jobs.allowed_git_paths`",
+                    allowed
+                        .iter()
+                        .map(|d| format!("`{}`", d.display()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            refuse(
+                "source.url",
+                format!("`{}` is not under `jobs.allowed_git_paths`", git.url),
+                hint,
+            );
+        }
+    }
+
     let mut image = None;
     let mut artifacts = None;
     if job.kind == JobKind::Build {

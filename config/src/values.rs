@@ -384,9 +384,10 @@ pub(crate) enum PlainHttp {
     LoopbackOnly,
 }
 
-/// A repository URL git can clone without running anything: `https://`, `ssh://` or the
-/// scp form `git@host:org/repo.git`. `ext::`, `file://` and a leading `-` are refused
-/// because git would run a command or read the agent's own disk.
+/// A repository URL git can clone without running anything: `https://`, `ssh://`, the scp
+/// form `git@host:org/repo.git`, or `file:///absolute/path` (which the config must allow
+/// separately, see [`git_file_path`]). `ext::` and a leading `-` are refused because git
+/// would run a command.
 pub(crate) fn check_git_url(text: &str) -> Result<(), String> {
     if text.starts_with('-') {
         return Err(format!(
@@ -401,6 +402,9 @@ pub(crate) fn check_git_url(text: &str) -> Result<(), String> {
     }
     if text.starts_with("https://") || text.starts_with("http://") {
         return parse_web_url(text, PlainHttp::LoopbackOnly).map(|_| ());
+    }
+    if text.starts_with("file:") {
+        return git_file_path(text).map(|_| ());
     }
     if let Some(rest) = text.strip_prefix("ssh://") {
         let authority = rest.split('/').next().unwrap_or("");
@@ -431,6 +435,19 @@ pub(crate) fn check_git_url(text: &str) -> Result<(), String> {
             "`{text}` is not a git URL; use `https://host/org/repo.git` or `git@host:org/repo.git`"
         )),
     }
+}
+
+/// The directory a `file:///path` git URL names: absolute, with no `.` or `..`.
+pub fn git_file_path(url: &str) -> Result<PathBuf, String> {
+    let Some(path) = url.strip_prefix("file://") else {
+        return Err(format!("`{url}` is not a `file:///absolute/path` URL"));
+    };
+    if !path.starts_with('/') {
+        return Err(format!(
+            "`{url}` names no absolute path; write `file:///srv/git/repo.git`"
+        ));
+    }
+    check_absolute_dir(path)
 }
 
 /// A branch, tag or commit that git reads as a revision and never as an option.
@@ -680,12 +697,15 @@ mod tests {
             "https://github.com/org/repo.git",
             "ssh://git@github.com/org/repo.git",
             "git@github.com:org/repo.git",
+            "file:///srv/git/repo.git",
         ] {
             assert_eq!(check_git_url(good), Ok(()), "{good}");
         }
         for bad in [
             "ext::sh -c touch% /tmp/pwned",
-            "file:///etc",
+            "file://srv/repo",
+            "file:///srv/git/../../etc",
+            "file:/srv/repo",
             "ext::git-remote-x",
             "-uhttps://x",
             "git://example.com/repo",

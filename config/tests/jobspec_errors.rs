@@ -581,7 +581,7 @@ fn not_utf8() {
 fn every_problem_is_reported_in_order() {
     let text = job_of(
         "build",
-        r#"{"type": "git", "url": "file:///etc"}"#,
+        r#"{"type": "git", "url": "ext::sh -c x"}"#,
         &[
             r#""image": "Evil""#,
             r#""timeout": "forever""#,

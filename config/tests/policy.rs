@@ -312,3 +312,36 @@ fn role_allow_list_bypass_attempts_are_refused() {
         }
     }
 }
+
+#[test]
+fn a_local_git_repository_needs_its_directory_allowed() {
+    let git = |url: &str| {
+        let text = format!(
+            r#"{{"version": 1, "id": "j1", "kind": "build", "source": {{"type": "git", "url": "{url}"}}}}"#
+        );
+        jobspec::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    refused_once(
+        &git("file:///srv/git/app.git"),
+        &config(),
+        "source.url",
+        "`jobs.allowed_git_paths` is empty",
+    );
+    let allowing = config_with("allowed_git_paths = [\"/srv/git\"]");
+    assert!(jobspec::check_policy(&git("file:///srv/git/app.git"), &allowing).is_ok());
+    for outside in [
+        "file:///srv/gitx/app.git",
+        "file:///etc/app.git",
+        "file:///srv",
+    ] {
+        refused_once(
+            &git(outside),
+            &allowing,
+            "source.url",
+            "allowed: `/srv/git`",
+        );
+    }
+    // `..` never gets as far as the policy.
+    let text = r#"{"version": 1, "id": "j1", "kind": "build", "source": {"type": "git", "url": "file:///srv/git/../../etc"}}"#;
+    assert!(jobspec::parse(text.as_bytes()).is_err());
+}

@@ -327,6 +327,7 @@ impl Runner {
             git_cache: config.agent.state_dir.join("git"),
             aws: aws.as_ref(),
             configured: &config.git_credentials,
+            git_paths: &config.jobs.allowed_git_paths,
         };
         let prepared =
             match prepare(&job, &workspace, delivery.attachments.as_deref(), &fetchers).await {
@@ -635,6 +636,8 @@ struct Fetchers<'a> {
     aws: Option<&'a aws_config::SdkConfig>,
     /// The config's `[[git_credentials]]`.
     configured: &'a [GitCredential],
+    /// The config's `jobs.allowed_git_paths`.
+    git_paths: &'a [PathBuf],
 }
 
 async fn prepare(
@@ -684,6 +687,7 @@ async fn prepare(
                 depth: git.depth,
                 submodules: git.submodules,
                 credentials: credentials.as_ref(),
+                local_roots: fetchers.git_paths,
             };
             let fetched = with_retries(&git.url, &src, || {
                 crate::source::git_fetch::fetch(&fetchers.git_cache, &request, &src)

@@ -48,6 +48,10 @@ pub struct GitRequest<'a> {
     /// Initialise and check out submodules, recursively.
     pub submodules: bool,
     pub credentials: Option<&'a GitCredentials>,
+    /// The directories local repositories (`file://` URLs, the repository's own or its
+    /// submodules') may be opened in, each checked against the real path so that no
+    /// symlink leads out; empty: no local repository.
+    pub local_roots: &'a [PathBuf],
 }
 
 /// Secrets for a repository. They are handed to libgit2 in memory only: never written to the
@@ -215,6 +219,7 @@ pub async fn fetch(
         depth: request.depth.filter(|d| *d > 0),
         submodules: request.submodules,
         credentials: request.credentials.cloned(),
+        local_roots: request.local_roots.to_vec(),
     };
     let cache_dir = cache_dir.to_path_buf();
     let dest = dest.to_path_buf();
@@ -230,6 +235,27 @@ struct OwnedRequest {
     depth: Option<u32>,
     submodules: bool,
     credentials: Option<GitCredentials>,
+    local_roots: Vec<PathBuf>,
+}
+
+/// A local repository is opened only inside `roots`, by its real path.
+fn local_allowed(url: &RemoteUrl, roots: &[PathBuf]) -> Result<(), GitError> {
+    let Some(path) = &url.local else {
+        return Ok(());
+    };
+    let real = fs::canonicalize(path).map_err(io_error("open", path))?;
+    if roots
+        .iter()
+        .any(|root| fs::canonicalize(root).is_ok_and(|root| real.starts_with(root)))
+    {
+        return Ok(());
+    }
+    Err(GitError::Invalid(format!(
+        "{} is {} on disk, outside the directories local repositories may be cloned from \
+         (`jobs.allowed_git_paths`)",
+        url.shown,
+        real.display()
+    )))
 }
 
 fn fetch_blocking(
@@ -238,6 +264,7 @@ fn fetch_blocking(
     dest: &Path,
 ) -> Result<Fetched, GitError> {
     let remote = RemoteUrl::parse(&request.url)?;
+    local_allowed(&remote, &request.local_roots)?;
     prepare_dest(dest)?;
 
     let mirrors = cache_dir.join("mirrors");
@@ -265,7 +292,13 @@ fn fetch_blocking(
 
     finish_checkout(&dest_repo, &remote, request, &synced)?;
     if request.submodules {
-        let count = update_submodules(&dest_repo, &remote, request.credentials.as_ref(), 0)?;
+        let count = update_submodules(
+            &dest_repo,
+            &remote,
+            request.credentials.as_ref(),
+            &request.local_roots,
+            0,
+        )?;
         info!(url = %remote.shown, count, "submodules checked out");
     }
     Ok(Fetched {
@@ -986,6 +1019,7 @@ fn update_submodules(
     repo: &Repository,
     parent: &RemoteUrl,
     credentials: Option<&GitCredentials>,
+    local_roots: &[PathBuf],
     nesting: usize,
 ) -> Result<usize, GitError> {
     if nesting > MAX_SUBMODULE_NESTING {
@@ -1013,6 +1047,7 @@ fn update_submodules(
                 parent.shown, url.shown
             )));
         }
+        local_allowed(&url, local_roots)?;
         // Credentials go only to the host they are for; a submodule elsewhere is fetched
         // without them.
         let same_host = url.host.is_some() && url.host == parent.host;
@@ -1032,7 +1067,7 @@ fn update_submodules(
             "submodule checked out"
         );
         let sub_repo = submodule.open().map_err(git)?;
-        count += 1 + update_submodules(&sub_repo, &url, credentials, nesting + 1)?;
+        count += 1 + update_submodules(&sub_repo, &url, credentials, local_roots, nesting + 1)?;
     }
     Ok(count)
 }

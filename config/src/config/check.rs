@@ -502,6 +502,20 @@ impl Check<'_> {
                 ),
             }
         }
+        let mut allowed_git_paths = Vec::new();
+        for (i, dir) in raw.allowed_git_paths.iter().enumerate() {
+            let field = format!("jobs.allowed_git_paths[{i}]");
+            match check_absolute_dir(dir.get_ref()) {
+                Ok(path) if path == Path::new("/") => self.err(
+                    dir.span(),
+                    &field,
+                    "`/` would let a job clone any repository on this host, and read its files through git",
+                    "name the directories the repositories live in, e.g. `/srv/git`",
+                ),
+                Ok(path) => allowed_git_paths.push(path),
+                Err(e) => self.err(dir.span(), &field, e, "write an absolute directory, e.g. `/srv/git`"),
+            }
+        }
         let memory = match raw.memory {
             None => defaults::memory(),
             Some(value) => match parse_size(&value.get_ref().0) {
@@ -556,6 +570,7 @@ impl Check<'_> {
             default_image,
             allowed_images,
             allow_privileged: raw.allow_privileged,
+            allowed_git_paths,
             memory,
             cpus,
             pids,

@@ -66,6 +66,8 @@ pub(super) struct RawJobs {
     pub allowed_images: Vec<S<String>>,
     #[serde(default)]
     pub allow_privileged: bool,
+    #[serde(default)]
+    pub allowed_git_paths: Vec<S<String>>,
     pub memory: Option<S<Scalar>>,
     pub cpus: Option<S<f64>>,
     pub pids: Option<S<i64>>,

@@ -103,6 +103,10 @@ impl Fixture {
     }
 }
 
+/// Local repositories anywhere: the fixtures live in temporary directories.
+static ANYWHERE: std::sync::LazyLock<Vec<PathBuf>> =
+    std::sync::LazyLock::new(|| vec![PathBuf::from("/")]);
+
 fn request<'a>(url: &'a str, git_ref: Option<&'a str>) -> GitRequest<'a> {
     GitRequest {
         url,
@@ -110,6 +114,7 @@ fn request<'a>(url: &'a str, git_ref: Option<&'a str>) -> GitRequest<'a> {
         depth: None,
         submodules: false,
         credentials: None,
+        local_roots: &ANYWHERE,
     }
 }
 
@@ -318,6 +323,46 @@ async fn submodules_checked_out_when_asked() {
     assert_eq!(git(&dest, &["status", "--porcelain"]), "");
     let status = git(&dest, &["submodule", "status"]);
     assert!(status.starts_with(&fx.sub_head), "{status}");
+}
+
+#[tokio::test]
+async fn local_repositories_open_only_inside_their_roots() {
+    let fx = Fixture::new();
+    let url = fx.file_url();
+    let outside =
+        |e: GitError| matches!(&e, GitError::Invalid(m) if m.contains("outside the directories"));
+    // No root, or another directory: refused before anything is fetched.
+    for roots in [Vec::new(), vec![fx.tmp.path().join("elsewhere")]] {
+        let mut req = request(&url, None);
+        req.local_roots = &roots;
+        let err = fetch(&fx.cache(), &req, &fx.dest("refused"))
+            .await
+            .unwrap_err();
+        assert!(outside(err), "{roots:?}");
+        assert!(!fx.dest("refused").exists());
+    }
+    // A symlink inside the root that leads out of it.
+    let root = fx.tmp.path().join("served");
+    fs::create_dir(&root).unwrap();
+    std::os::unix::fs::symlink(&fx.upstream, root.join("link.git")).unwrap();
+    let link = format!("file://{}", root.join("link.git").display());
+    let roots = vec![root.clone()];
+    let mut req = request(&link, None);
+    req.local_roots = &roots;
+    let err = fetch(&fx.cache(), &req, &fx.dest("link"))
+        .await
+        .unwrap_err();
+    assert!(outside(err));
+    // Inside its root the repository is cloned; its submodule, outside, is not.
+    let roots = vec![fx.upstream.clone()];
+    let mut req = request(&url, None);
+    req.local_roots = &roots;
+    fetch_ok(&fx.cache(), &req, &fx.dest("inside")).await;
+    req.submodules = true;
+    let err = fetch(&fx.cache(), &req, &fx.dest("sub-outside"))
+        .await
+        .unwrap_err();
+    assert!(outside(err));
 }
 
 #[tokio::test]
