@@ -87,9 +87,13 @@ first_command_ms() {
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# Idle figures.
-sleep 5
+# Idle figures, after a full SQS long poll (20 s) and many spool scans: what the idle
+# loop keeps touching is in, not only what start-up touched.
+sleep 25
 rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$daemon_pid/status)
+anon_kb=$(awk '/RssAnon/ {print $2}' /proc/$daemon_pid/status)
+file_kb=$(awk '/RssFile/ {print $2}' /proc/$daemon_pid/status)
+binary_mb=$(( $(stat -c %s "$AGENT") / 1048576 ))
 cpu_ticks() { awk '{print $14 + $15}' /proc/$daemon_pid/stat; }
 t0=$(cpu_ticks); sleep 10; t1=$(cpu_ticks)
 hz=$(getconf CLK_TCK)
@@ -132,6 +136,8 @@ failed=$(grep -L '"status": "SUCCEEDED"' "$work"/spool/done/tp-*.json | wc -l)
 per_min=$(awk -v n="$JOBS" -v ms="$took" 'BEGIN {printf "%.1f", n * 60000 / ms}')
 
 echo "idle RSS:                      $((rss_kb / 1024)) MB ($rss_kb kB)          target < 15 MB"
+echo "  of which anonymous:          $anon_kb kB (heap, stacks: the agent's own memory)"
+echo "  of which file-backed:        $file_kb kB (pages of the ${binary_mb} MB binary and libraries: shared with the jobs' processes, reclaimable)"
 echo "idle CPU:                      ${idle_cpu}% of one core over 10 s"
 echo "container start (docker run):  ${container_ms} ms (median of 5)"
 echo "pickup latency, spool:         ${spool_ms} ms to the first command (median of 10); beyond a container start: $((spool_ms - container_ms)) ms   target < 100 ms"

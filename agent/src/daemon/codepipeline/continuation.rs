@@ -172,16 +172,23 @@ impl Inner {
             return Ok(());
         }
         let adopted = match self.held_jobs().get_mut(&token.job) {
-            Some(held) if held.handed_back.is_some() => {
+            Some(held) => {
+                let expected = held.handed_back.is_some();
                 held.reporting = job_id.to_string();
                 held.since = Instant::now();
                 held.handed_back = None;
-                true
+                Some(expected)
             }
-            _ => false,
+            None => None,
         };
-        if adopted {
-            tracing::info!(source = %self.name, job = %token.job, continuation = %job_id, "the build goes on under the continuation job");
+        if let Some(expected) = adopted {
+            if expected {
+                tracing::info!(source = %self.name, job = %token.job, continuation = %job_id, "the build goes on under the continuation job");
+            } else {
+                // Not asked for; the newest job of the action execution is the one that
+                // can still take the build's result.
+                tracing::warn!(source = %self.name, job = %token.job, continuation = %job_id, "an unexpected continuation of a running build; reporting to it from now on");
+            }
             return Ok(());
         }
         tracing::warn!(source = %self.name, job = %job_id, build = %token.job, "a continuation of a build this agent no longer runs (it restarted); failing it");
