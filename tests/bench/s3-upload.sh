@@ -71,17 +71,35 @@ row() { # LABEL CLI_MS CLI_CPU CLI_SERVER AGENT_MS AGENT_PHASE AGENT_CPU AGENT_S
     "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$(ratio "$2" "$5")" "$(( $9 / 1024 ))"
 }
 
-timed aws s3 cp --quiet "$work/big/data/one.bin" s3://bench/cli-big/one.bin
-big=("$WALL" "$CPU" "$SERVER")
-agent_upload "$work/big" agent-big
-big+=("$WALL" "$PHASE ms upload" "$CPU" "$SERVER" "$RSS")
-timed aws s3 sync --quiet "$work/small/data" s3://bench/cli-small/
-small=("$WALL" "$CPU" "$SERVER")
-agent_upload "$work/small" agent-small
-small+=("$WALL" "$PHASE ms upload" "$CPU" "$SERVER" "$RSS")
+# Each side RUNS times (default 3), alternating, with dirty pages flushed before every
+# upload so that one run's writeback does not slow the next; medians are shown.
+RUNS=${RUNS:-3}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+measure() { # CASE (big|small) -> the row's figures
+  local i cli_w=() cli_c=() cli_s=() ag_w=() ag_p=() ag_c=() ag_s=() rss=0
+  for i in $(seq "$RUNS"); do
+    sync
+    if [ "$1" = big ]; then
+      timed aws s3 cp --quiet "$work/big/data/one.bin" "s3://bench/cli-big-$i/one.bin"
+    else
+      timed aws s3 sync --quiet "$work/small/data" "s3://bench/cli-small-$i/"
+    fi
+    cli_w+=("$WALL"); cli_c+=("$CPU"); cli_s+=("$SERVER")
+    sync
+    agent_upload "$work/$1" "agent-$1-$i"
+    ag_w+=("$WALL"); ag_p+=("$PHASE"); ag_c+=("$CPU"); ag_s+=("$SERVER")
+    [ "$RSS" -gt "$rss" ] && rss=$RSS
+  done
+  m() { printf '%s\n' "$@" | median; }
+  echo "$(m "${cli_w[@]}") $(m "${cli_c[@]}") $(m "${cli_s[@]}") $(m "${ag_w[@]}") $(m "${ag_p[@]}") $(m "${ag_c[@]}") $(m "${ag_s[@]}") $rss"
+}
+read -r -a big < <(measure big)
+read -r -a small < <(measure small)
+big[4]="${big[4]} ms upload"
+small[4]="${small[4]} ms upload"
 
 echo "local S3: $server_name on 127.0.0.1 ($(nproc) cores)"
-echo "                         aws cli: wall, its CPU, server CPU | agent: wall (upload phase), its CPU, server CPU | speedup (wall) | agent peak RSS"
+echo "medians of $RUNS runs each   aws cli: wall, its CPU, server CPU | agent: wall (upload phase), its CPU, server CPU | speedup (wall) | agent peak RSS"
 row "1 GiB, one file" "${big[@]}"
 row "10,000 files of 10 KiB" "${small[@]}"
 echo "targets: agent >= 2x faster on both, peak RSS < 128 MB"
