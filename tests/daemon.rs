@@ -921,11 +921,12 @@ fn a_build_longer_than_the_job_timeout_goes_on_under_continuation_jobs() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (fake, bucket, extra) = pipeline_with_source(
         &runtime,
-        "version: 0.2\nenv:\n  exported-variables: [DONE]\nphases:\n  build:\n    commands:\n      - sleep 9\n      - export DONE=yes\n      - mkdir -p out && echo built > out/app.txt\nartifacts:\n  base-directory: out\n  files: ['**/*']\n",
-        "job_timeout = \"4s\"\n",
+        "version: 0.2\nenv:\n  exported-variables: [DONE]\nphases:\n  build:\n    commands:\n      - sleep 18\n      - export DONE=yes\n      - mkdir -p out && echo built > out/app.txt\nartifacts:\n  base-directory: out\n  files: ['**/*']\n",
+        "job_timeout = \"8s\"\n",
     );
-    // The service times out any job in progress 4 s without a result.
-    fake.set_job_timeout(Duration::from_secs(4));
+    // The service times out any job in progress 8 s without a result: the build hands its
+    // job back every 4 s, and its end has at least 4 s to be reported.
+    fake.set_job_timeout(Duration::from_secs(8));
     let action = ActionType::new("Build", "AgentBuild", "1");
     let job_id = fake.add_job(
         NewJob::new(action)
@@ -957,7 +958,7 @@ fn a_build_longer_than_the_job_timeout_goes_on_under_continuation_jobs() {
     let execution = fake.execution(&job_id);
     assert!(
         execution.len() >= 3,
-        "a 9 s build under a 4 s job timeout needs continuations: {execution:?}"
+        "an 18 s build under an 8 s job timeout needs continuations: {execution:?}"
     );
     assert!(
         execution.iter().all(|(_, status)| status == "Succeeded"),
