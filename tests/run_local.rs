@@ -242,9 +242,15 @@ fn on_failure_retry_regex_only_retries_matching_failures(exec: Exec) {
 }
 
 fn timeout_kills_everything_and_reports_timed_out(exec: Exec) {
-    let p = Project::new(
-        "version: 0.2\nphases:\n  build:\n    commands:\n      - (sleep 300; echo leaked > leaked) &\n      - echo started\n      - sleep 300\n  post_build:\n    commands:\n      - echo never\n",
-    );
+    // A duration no other test sleeps: `ps` below must find this test's processes only,
+    // and the Docker variant's (running beside it) show in the host's `ps` too.
+    let nap = match exec {
+        Exec::Host => 313,
+        Exec::Docker => 311,
+    };
+    let p = Project::new(&format!(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - (sleep {nap}; echo leaked > leaked) &\n      - echo started\n      - sleep {nap}\n  post_build:\n    commands:\n      - echo never\n",
+    ));
     let started = std::time::Instant::now();
     let run = run_local(&p, exec, &["--timeout", "2s"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
@@ -263,10 +269,11 @@ fn timeout_kills_everything_and_reports_timed_out(exec: Exec) {
             .args(["-eo", "args"])
             .output()
             .unwrap();
+        let sleeping = format!("sleep {nap}");
         assert!(
             !String::from_utf8_lossy(&ps.stdout)
                 .lines()
-                .any(|l| l.trim() == "sleep 300")
+                .any(|l| l.trim() == sleeping)
         );
     }
 }
