@@ -194,7 +194,7 @@ pub async fn run_script(spec: &ScriptSpec, sink: &mut dyn LineSink) -> ScriptOut
         );
     }
 
-    let mut child = match launch.command(spec).spawn() {
+    let mut child = match spawn_when_not_busy(|| launch.command(spec).spawn()).await {
         Ok(child) => child,
         Err(err) => {
             return early(ErrorCode::ScriptFailed, spawn_error_message(spec, &err));
@@ -380,6 +380,23 @@ fn left_open_message(location: &str, open: &[Stream], holders: &[(i32, String)])
         "Script at specified location: {location} failed to close {which} \
          (processes still holding {pronoun}: {list}; {REDIRECT_HINT})"
     )
+}
+
+/// A script written a moment ago can be briefly "busy" (ETXTBSY): a process another thread
+/// forked in that moment holds the writer's descriptor until its own exec. Tried again a
+/// few times, about 150 ms in all, before the error counts.
+async fn spawn_when_not_busy(mut spawn: impl FnMut() -> io::Result<Child>) -> io::Result<Child> {
+    let mut pause = Duration::from_millis(5);
+    for _ in 0..5 {
+        match spawn() {
+            Err(e) if e.raw_os_error() == Some(Errno::ETXTBSY as i32) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    spawn()
 }
 
 fn spawn_error_message(spec: &ScriptSpec, err: &io::Error) -> String {
