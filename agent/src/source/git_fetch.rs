@@ -295,6 +295,7 @@ fn fetch_blocking(
         let count = update_submodules(
             &dest_repo,
             &remote,
+            &remote,
             request.credentials.as_ref(),
             &request.local_roots,
             0,
@@ -348,6 +349,8 @@ struct RemoteUrl {
     shown: String,
     /// Normalised so that spellings of one repository share a mirror.
     key: String,
+    /// Lowercased; `ssh` for scp-like urls, `file` for local repositories.
+    scheme: String,
     /// Lowercased host; `None` for local repositories.
     host: Option<String>,
     port: Option<u16>,
@@ -403,6 +406,7 @@ impl RemoteUrl {
             Ok(RemoteUrl {
                 url: url.to_string(),
                 key: format!("{scheme}://{host}{key_port}{}", repo_path_key(path)),
+                scheme,
                 shown,
                 host: Some(host),
                 port,
@@ -425,6 +429,7 @@ impl RemoteUrl {
             Ok(RemoteUrl {
                 url: url.to_string(),
                 key: format!("scp://{host}:{}", repo_path_key(path)),
+                scheme: "ssh".to_string(),
                 shown,
                 host: Some(host),
                 port: None,
@@ -442,10 +447,37 @@ impl RemoteUrl {
             url: url.to_string(),
             shown: url.to_string(),
             key: format!("file://{}", repo_path_key(path)),
+            scheme: "file".to_string(),
             host: None,
             port: None,
             local: Some(PathBuf::from(path)),
         }
+    }
+
+    /// Scheme, host and port, the port spelt out when the url leaves it to the scheme's
+    /// default; `None` for local repositories.
+    fn origin(&self) -> Option<(&str, &str, u16)> {
+        let host = self.host.as_deref()?;
+        let port = self.port.or(match self.scheme.as_str() {
+            "https" => Some(443),
+            "http" => Some(80),
+            "ssh" => Some(22),
+            "git" => Some(9418),
+            _ => None,
+        })?;
+        Some((self.scheme.as_str(), host, port))
+    }
+
+    /// Whether a secret meant for `self` may go to `other`. The scheme counts as much as the
+    /// host: a token for `https://host` must not travel in cleartext to `http://host`, nor to
+    /// another service on another port of the same machine.
+    fn same_origin(&self, other: &RemoteUrl) -> bool {
+        self.origin().is_some() && self.origin() == other.origin()
+    }
+
+    /// Git's transports that neither encrypt nor authenticate the server.
+    fn is_cleartext(&self) -> bool {
+        matches!(self.scheme.as_str(), "http" | "git")
     }
 
     fn key_hash(&self) -> String {
@@ -1015,9 +1047,46 @@ fn shallow_boundary(repo: &Repository, tip: Oid, depth: u32) -> Result<Vec<Oid>,
     Ok(boundary)
 }
 
+/// The credentials a submodule at `url` is fetched with, or why it is not fetched at all.
+///
+/// `root` is the job's own repository, at every depth: the job's secret is for that origin
+/// alone, and a submodule's parent may itself be a repository elsewhere whose `.gitmodules`
+/// the job's owner does not control.
+///
+/// Plain `http://` and `git://` submodules stay allowed for jobs without credentials, as the
+/// repository url itself may be one: nothing secret is at stake and old public projects still
+/// name `git://` submodules. A job with credentials fetches private code, so a cleartext
+/// submodule is refused there rather than fetched anonymously where anyone on the path can
+/// read or alter it; the one exception is the root's own origin, which the job chose to reach
+/// that way for its top-level fetch too.
+fn submodule_credentials<'c>(
+    name: &str,
+    parent: &RemoteUrl,
+    url: &RemoteUrl,
+    root: &RemoteUrl,
+    credentials: Option<&'c GitCredentials>,
+) -> Result<Option<&'c GitCredentials>, GitError> {
+    let Some(credentials) = credentials else {
+        return Ok(None);
+    };
+    if url.same_origin(root) {
+        return Ok(Some(credentials));
+    }
+    if url.is_cleartext() {
+        return Err(GitError::Invalid(format!(
+            "submodule {name} of {} is at {}, over unencrypted {}://; a job with git \
+             credentials fetches submodules only over https or ssh (or from {} itself), so \
+             change the submodule's url in .gitmodules",
+            parent.shown, url.shown, url.scheme, root.shown
+        )));
+    }
+    Ok(None)
+}
+
 fn update_submodules(
     repo: &Repository,
     parent: &RemoteUrl,
+    root: &RemoteUrl,
     credentials: Option<&GitCredentials>,
     local_roots: &[PathBuf],
     nesting: usize,
@@ -1048,10 +1117,8 @@ fn update_submodules(
             )));
         }
         local_allowed(&url, local_roots)?;
-        // Credentials go only to the host they are for; a submodule elsewhere is fetched
-        // without them.
-        let same_host = url.host.is_some() && url.host == parent.host;
-        let session = Session::new(credentials.filter(|_| same_host), &url);
+        let offered = submodule_credentials(&name, parent, &url, root, credentials)?;
+        let session = Session::new(offered, &url);
         let mut fetch = FetchOptions::new();
         fetch.remote_callbacks(session.callbacks());
         let mut options = SubmoduleUpdateOptions::new();
@@ -1067,7 +1134,8 @@ fn update_submodules(
             "submodule checked out"
         );
         let sub_repo = submodule.open().map_err(git)?;
-        count += 1 + update_submodules(&sub_repo, &url, credentials, local_roots, nesting + 1)?;
+        count +=
+            1 + update_submodules(&sub_repo, &url, root, credentials, local_roots, nesting + 1)?;
     }
     Ok(count)
 }
@@ -1140,11 +1208,11 @@ impl<'c> Session<'c> {
         let Some(credentials) = self.credentials else {
             return refuse("no credentials");
         };
-        // A redirect to another host must not carry the secret along.
-        if let Ok(asked) = RemoteUrl::parse(url)
-            && asked.host != self.remote.host
-        {
-            return refuse("credentials asked for by another host");
+        // A redirect to another host, port or scheme (https to http) must not carry the
+        // secret along. A url that does not parse, such as a redirect with a user name in it,
+        // is refused too: it cannot be shown to be the same origin.
+        if !RemoteUrl::parse(url).is_ok_and(|asked| asked.same_origin(self.remote)) {
+            return refuse("credentials asked for by another host, port or scheme");
         }
         debug!(
             url = %self.remote.shown,

@@ -3,7 +3,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -482,6 +482,8 @@ fn base64_matches_the_standard_alphabet() {
 /// speaks, so token auth and server-side shallow fetches run for real.
 struct HttpServer {
     port: u16,
+    /// Requests that carried the expected token: a server that must not see it counts here.
+    authorized: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -497,13 +499,15 @@ impl HttpServer {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let authorized = Arc::new(AtomicUsize::new(0));
+        let counted = authorized.clone();
         let thread = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !stopping.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false).unwrap();
-                        let _ = serve_one(stream, &project_root, &expected);
+                        let _ = serve_one(stream, &project_root, &expected, &counted);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -511,6 +515,7 @@ impl HttpServer {
         });
         HttpServer {
             port,
+            authorized,
             stop,
             thread: Some(thread),
         }
@@ -534,7 +539,12 @@ fn padded_base64(bytes: &[u8]) -> String {
     text
 }
 
-fn serve_one(stream: TcpStream, root: &Path, expected_auth: &str) -> io::Result<()> {
+fn serve_one(
+    stream: TcpStream,
+    root: &Path,
+    expected_auth: &str,
+    authorized: &AtomicUsize,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
@@ -586,6 +596,7 @@ fn serve_one(stream: TcpStream, root: &Path, expected_auth: &str) -> io::Result<
               Content-Length: 0\r\nConnection: close\r\n\r\n",
         );
     }
+    authorized.fetch_add(1, Ordering::Relaxed);
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut child = Command::new("git")
         .arg("http-backend")
@@ -757,6 +768,258 @@ async fn http_token_auth_and_server_side_shallow_fetch() {
     assert_eq!(fetched.commit, fx.c0);
     assert_eq!(fs::read_to_string(dest.join("a.txt")).unwrap(), "zero");
     drop(server);
+}
+
+/// A bare repository `<served>/<name>.git` of one commit, with a submodule `dep` pinned at
+/// `sub = (url, commit)` when given; the gitlink is written directly so that making it needs
+/// no fetch from `url`. Returns the commit.
+fn served_repo(work: &Path, served: &Path, name: &str, sub: Option<(&str, &str)>) -> String {
+    let dir = work.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    let mut head = commit_file(&dir, "file.txt", name);
+    if let Some((url, commit)) = sub {
+        fs::write(
+            dir.join(".gitmodules"),
+            format!("[submodule \"dep\"]\n\tpath = dep\n\turl = {url}\n"),
+        )
+        .unwrap();
+        git(&dir, &["add", ".gitmodules"]);
+        git(
+            &dir,
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{commit},dep"),
+            ],
+        );
+        git(&dir, &["commit", "-q", "-m", "add dep"]);
+        head = git(&dir, &["rev-parse", "HEAD"]);
+    }
+    let bare = format!("{name}.git");
+    git(
+        served,
+        &["clone", "-q", "--bare", dir.to_str().unwrap(), &bare],
+    );
+    head
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_submodules_get_the_token_only_on_the_root_origin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let (served_a, served_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    fs::create_dir_all(&served_a).unwrap();
+    fs::create_dir_all(&served_b).unwrap();
+    // Both ask for the same token: b stands for a host that would gladly collect it.
+    let a = HttpServer::start(served_a.clone(), "ci", "tok3n");
+    let b = HttpServer::start(served_b.clone(), "ci", "tok3n");
+    let (url_a, url_b) = (
+        format!("http://127.0.0.1:{}", a.port),
+        format!("http://127.0.0.1:{}", b.port),
+    );
+    let token = GitCredentials::Token {
+        username: "ci".into(),
+        token: "tok3n".into(),
+    };
+    let cache = tmp.path().join("cache");
+
+    // root -> one -> two, all on the root's origin: the token reaches every depth.
+    let two = served_repo(&work, &served_a, "two", None);
+    let one = served_repo(
+        &work,
+        &served_a,
+        "one",
+        Some((&format!("{url_a}/two.git"), &two)),
+    );
+    served_repo(
+        &work,
+        &served_a,
+        "root",
+        Some((&format!("{url_a}/one.git"), &one)),
+    );
+    let root = format!("{url_a}/root.git");
+    let mut req = request(&root, None);
+    req.credentials = Some(&token);
+    req.submodules = true;
+    let dest = tmp.path().join("same-origin");
+    fetch_ok(&cache, &req, &dest).await;
+    assert_eq!(head(&dest.join("dep/dep")), two);
+    assert_eq!(
+        fs::read_to_string(dest.join("dep/dep/file.txt")).unwrap(),
+        "two"
+    );
+
+    // root -> hop (root's origin) -> far, on the same host but another port. Comparing the
+    // nested submodule with its parent's host, or ignoring ports, handed b the token.
+    let far = served_repo(&work, &served_b, "far", None);
+    let hop = served_repo(
+        &work,
+        &served_a,
+        "hop",
+        Some((&format!("{url_b}/far.git"), &far)),
+    );
+    served_repo(
+        &work,
+        &served_a,
+        "top",
+        Some((&format!("{url_a}/hop.git"), &hop)),
+    );
+    let top = format!("{url_a}/top.git");
+    let mut req = request(&top, None);
+    req.credentials = Some(&token);
+    req.submodules = true;
+    let err = fetch(&cache, &req, &tmp.path().join("foreign"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, GitError::Invalid(_)), "{err:?}");
+    assert!(text.contains("submodule dep of"), "{text}");
+    assert!(text.contains(&format!("{url_b}/far.git")), "{text}");
+    assert!(text.contains("unencrypted"), "{text}");
+    assert_eq!(b.authorized.load(Ordering::Relaxed), 0);
+    drop((a, b));
+}
+
+#[test]
+fn submodule_credentials_follow_the_root_origin() {
+    let token = GitCredentials::Token {
+        username: "ci".into(),
+        token: "s3cret".into(),
+    };
+    let key = GitCredentials::SshKey {
+        username: "git".into(),
+        private_key: "-----BEGIN s3cret".into(),
+        passphrase: None,
+    };
+    let parse = |u: &str| RemoteUrl::parse(u).unwrap();
+    // Whether `sub`, a submodule of `parent`, is offered the job's secret for `root`; `Err`
+    // when it is refused outright.
+    let offered = |root: &str, parent: &str, sub: &str, creds: Option<&GitCredentials>| {
+        submodule_credentials("dep", &parse(parent), &parse(sub), &parse(root), creds)
+            .map(|c| c.is_some())
+    };
+    let root = "https://git.example.com/o/r.git";
+    let foreign = "https://other.example/x/lib.git";
+    for (parent, sub, expected) in [
+        (root, "https://git.example.com/o/lib.git", true),
+        (root, "https://GIT.example.com:443/o/lib", true),
+        (root, foreign, false),
+        // Nested under a foreign parent: judged by the root, not the parent.
+        (foreign, "https://other.example/x/deeper.git", false),
+        (foreign, "https://git.example.com/o/private.git", true),
+        (root, "https://git.example.com:8443/o/lib.git", false),
+        (root, "ssh://git@git.example.com/o/lib.git", false),
+    ] {
+        assert_eq!(
+            offered(root, parent, sub, Some(&token)).unwrap(),
+            expected,
+            "{parent} -> {sub}"
+        );
+    }
+    // Cleartext submodules of a job with credentials are refused, on any host.
+    for sub in [
+        "http://git.example.com/o/lib.git",
+        "git://git.example.com/o/lib.git",
+        "http://other.example/x/lib.git",
+    ] {
+        let err = offered(root, root, sub, Some(&token)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("submodule dep of"), "{text}");
+        assert!(text.contains("unencrypted"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    // Without credentials nothing is at stake: cleartext submodules are fetched as before.
+    assert!(!offered(root, root, "git://other.example/x/lib.git", None).unwrap());
+    // A root the job itself reaches over http keeps its own origin's submodules.
+    let plain = "http://127.0.0.1:8080/o/r.git";
+    assert!(
+        offered(
+            plain,
+            plain,
+            "http://127.0.0.1:8080/o/lib.git",
+            Some(&token)
+        )
+        .unwrap()
+    );
+    assert!(
+        offered(
+            plain,
+            plain,
+            "http://127.0.0.1:8081/o/lib.git",
+            Some(&token)
+        )
+        .is_err()
+    );
+    // ssh keys: scp-like and ssh:// name one origin; another port does not.
+    let scp = "git@git.example.com:o/r.git";
+    for (sub, expected) in [
+        ("ssh://git@git.example.com/o/lib.git", true),
+        ("ssh://git@git.example.com:22/o/lib.git", true),
+        ("git@git.example.com:o/lib.git", true),
+        ("ssh://git@git.example.com:2222/o/lib.git", false),
+        ("https://git.example.com/o/lib.git", false),
+        ("git@other.example:x/lib.git", false),
+    ] {
+        assert_eq!(
+            offered(scp, scp, sub, Some(&key)).unwrap(),
+            expected,
+            "{sub}"
+        );
+    }
+}
+
+#[test]
+fn credential_callback_refuses_other_schemes_ports_and_odd_urls() {
+    let token = GitCredentials::Token {
+        username: "ci".into(),
+        token: "s3cret".into(),
+    };
+    let key = GitCredentials::SshKey {
+        username: "git".into(),
+        private_key: "-----BEGIN s3cret".into(),
+        passphrase: None,
+    };
+    // A fresh session per question: each callback counts as an attempt.
+    let answers = |remote: &str, creds: &GitCredentials, asked: &str, allowed: CredentialType| {
+        let remote = RemoteUrl::parse(remote).unwrap();
+        Session::new(Some(creds), &remote)
+            .credential(asked, None, allowed)
+            .is_ok()
+    };
+    let https = "https://git.example.com/o/r.git";
+    let plaintext = CredentialType::USER_PASS_PLAINTEXT;
+    for (asked, expected) in [
+        (
+            "https://git.example.com/o/r.git/info/refs?service=git-upload-pack",
+            true,
+        ),
+        ("https://GIT.example.com:443/o/r.git/info/refs", true),
+        // A redirect down to http, or to another port or host.
+        (
+            "http://git.example.com/o/r.git/info/refs?service=git-upload-pack",
+            false,
+        ),
+        ("https://git.example.com:8443/o/r.git/info/refs", false),
+        ("https://other.example/o/r.git/info/refs", false),
+        // libgit2 puts a redirect's user name in the url; it proves nothing about the host.
+        ("https://x@other.example/o/r.git/info/refs", false),
+    ] {
+        assert_eq!(
+            answers(https, &token, asked, plaintext),
+            expected,
+            "{asked}"
+        );
+    }
+    let ssh = "ssh://git@git.example.com:2222/o/r.git";
+    assert!(answers(ssh, &key, ssh, CredentialType::USERNAME));
+    assert!(!answers(
+        ssh,
+        &key,
+        "ssh://git@git.example.com/o/r.git",
+        CredentialType::USERNAME
+    ));
 }
 
 /// A loopback sshd serving `git-upload-pack`, for key auth and known_hosts checks.
