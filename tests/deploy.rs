@@ -1276,3 +1276,351 @@ fn a_deployment_interrupted_by_a_killed_agent_is_reported_by_the_next() {
             .is_none()
     );
 }
+
+/// A deploy-local started in the background, its standard input held by the test.
+struct Running {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    summary: PathBuf,
+}
+
+impl Running {
+    /// Waits for the exit, standard input still open until then.
+    fn finish(mut self) -> Deploy {
+        let status = self.child.wait().unwrap();
+        drop(self.stdin.take());
+        let summary = fs::read_to_string(&self.summary)
+            .ok()
+            .map(|s| serde_json::from_str(&s).unwrap())
+            .unwrap_or(Value::Null);
+        Deploy {
+            code: status.code().unwrap_or(-1),
+            stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: fs::read_to_string(&self.stderr).unwrap_or_default(),
+            summary,
+        }
+    }
+}
+
+impl Host {
+    /// `deploy`, in the background and with `--control-stdin`: `control` is its first line.
+    fn start_controlled(&self, bundle: &Path, extra: &[&str], control: &str) -> Running {
+        use std::io::Write;
+        let summary = self.dir.path().join("summary.json");
+        let _ = fs::remove_file(&summary);
+        let stdout = self.dir.path().join("stdout");
+        let stderr = self.dir.path().join("stderr");
+        let mut child = agent()
+            .arg("deploy-local")
+            .arg("--control-stdin")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--root")
+            .arg(self.root())
+            .arg("--allow-destination")
+            .arg(self.apps())
+            .arg("--summary")
+            .arg(&summary)
+            .args(extra)
+            .env("SAMPLE_APP_HOME", self.app_home())
+            .env("SAMPLE_APP_RUN", self.run_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(fs::File::create(&stdout).unwrap())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{control}\n").as_bytes()).unwrap();
+        Running {
+            child,
+            stdin: Some(stdin),
+            stdout,
+            stderr,
+            summary,
+        }
+    }
+}
+
+/// A BeforeInstall that records its pid and its background child's, then waits forever.
+fn hanging_before_install(revision: &Path, pids: &Path) {
+    write_script(
+        revision,
+        "before_install.sh",
+        &format!(
+            "mkdir -p \"$SAMPLE_APP_RUN\"\nsleep 300 &\necho $! >> {p}\necho $$ >> {p}\nwait",
+            p = pids.display()
+        ),
+    );
+}
+
+fn wait_for_pids(pids: &Path, count: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found: Vec<i32> = fs::read_to_string(pids)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if found.len() >= count {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "the hook never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const AFTER_BEFORE_INSTALL: [&str; 4] = [
+    "Install",
+    "AfterInstall",
+    "ApplicationStart",
+    "ValidateService",
+];
+
+#[test]
+fn control_stdin_variables_reach_the_hooks_under_codedeploys_own() {
+    let host = Host::new();
+    let env_file = host.dir.path().join("env");
+    let v1 = host.revision("1.0.0", |r| {
+        write_script(
+            r,
+            "before_install.sh",
+            &format!("mkdir -p \"$SAMPLE_APP_RUN\"\nenv > {}", env_file.display()),
+        );
+    });
+    let control = serde_json::json!({"env": {
+        "JOB_STAGE": "blue",
+        "JOB_TOKEN": "tok-5f1e-never-shown",
+        "LIFECYCLE_EVENT": "forged",
+        "DEPLOYMENT_ID": "forged",
+    }});
+    let run = host
+        .start_controlled(
+            &v1,
+            &["--deployment-id", "d-CTRL00001"],
+            &control.to_string(),
+        )
+        .finish();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.summary["status"], "Succeeded");
+    let env = fs::read_to_string(&env_file).unwrap();
+    for line in [
+        "JOB_STAGE=blue",
+        "JOB_TOKEN=tok-5f1e-never-shown",
+        "LIFECYCLE_EVENT=BeforeInstall",
+        "DEPLOYMENT_ID=d-CTRL00001",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} missing in\n{env}");
+    }
+    assert!(!env.contains("forged"), "{env}");
+    let scripts_log = fs::read_to_string(
+        host.root()
+            .join("LocalApplication_LocalFleet/d-CTRL00001/logs/scripts.log"),
+    )
+    .unwrap();
+    for (what, text) in [
+        ("stdout", &run.stdout),
+        ("stderr", &run.stderr),
+        ("summary", &run.summary.to_string()),
+        ("scripts.log", &scripts_log),
+    ] {
+        assert!(!text.contains("tok-5f1e"), "the job's value is in {what}");
+    }
+
+    let bad = host
+        .start_controlled(&v1, &[], r#"{"env": {"JOB_TOKEN": 42}}"#)
+        .finish();
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--control-stdin"), "{}", bad.stderr);
+}
+
+#[test]
+fn timeout_stops_the_running_hook_and_ends_the_deployment_timed_out() {
+    let host = Host::new();
+    let v1 = host.revision("1.0.0", |_| {});
+    let first = host.deploy(&v1, &[]);
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    let pids = host.dir.path().join("pids");
+    let v2 = host.revision("2.0.0", |r| hanging_before_install(r, &pids));
+    let started = Instant::now();
+    let run = host.deploy(&v2, &["--timeout", "3s", "--rollback-on-failure"]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.summary["status"], "TimedOut", "{:#}", run.summary);
+    assert_eq!(
+        run.summary["message"],
+        "the deployment did not finish within 3s (--timeout); no rollback was started \
+         (--rollback-on-failure): the time limit covers the rollback too"
+    );
+    assert!(run.summary["rollback"].is_null(), "{:#}", run.summary);
+    let event = run.event("BeforeInstall");
+    assert_eq!(event["status"], "Failed");
+    assert_eq!(event["error_code"], "ScriptTimedOut");
+    assert_eq!(
+        event["message"],
+        "Script at specified location: scripts/before_install.sh was stopped: the deployment \
+         did not finish within 3s (--timeout)"
+    );
+    for later in AFTER_BEFORE_INSTALL {
+        assert_eq!(run.status(later), "Skipped", "{later}");
+    }
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(12),
+        "took {took:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("TimedOut: the deployment did not finish within 3s")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in wait_for_pids(&pids, 2) {
+        assert!(
+            !alive(pid),
+            "process {pid} outlived the deployment's timeout"
+        );
+    }
+}
+
+#[test]
+fn the_end_of_standard_input_stops_the_deployment() {
+    let host = Host::new();
+    let pids = host.dir.path().join("pids");
+    let v1 = host.revision("1.0.0", |r| hanging_before_install(r, &pids));
+    let mut running = host.start_controlled(&v1, &[], r#"{"env": {}}"#);
+    let hook = wait_for_pids(&pids, 2);
+    let asked = Instant::now();
+    drop(running.stdin.take());
+    let run = running.finish();
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.summary["status"], "Stopped", "{:#}", run.summary);
+    assert_eq!(
+        run.summary["message"],
+        "the deployment was stopped (the end of standard input)"
+    );
+    assert_eq!(run.event("BeforeInstall")["error_code"], "UnknownError");
+    for later in AFTER_BEFORE_INSTALL {
+        assert_eq!(run.status(later), "Skipped", "{later}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in hook {
+        assert!(!alive(pid), "process {pid} outlived the stop");
+    }
+}
+
+#[test]
+fn sigterm_stops_the_deployment_and_its_running_hook() {
+    let host = Host::new();
+    let pids = host.dir.path().join("pids");
+    let v1 = host.revision("1.0.0", |r| hanging_before_install(r, &pids));
+    let running = host.start_controlled(&v1, &["--deployment-id", "d-SIGTERM01"], "{}");
+    let hook = wait_for_pids(&pids, 2);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = running.finish();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.summary["status"], "Stopped", "{:#}", run.summary);
+    assert_eq!(
+        run.summary["message"],
+        "the deployment was stopped (SIGTERM)"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in hook {
+        assert!(!alive(pid), "process {pid} outlived the stop");
+    }
+    // A stopped deployment is finished, not interrupted: nothing is left marked ongoing.
+    assert!(
+        fs::read_dir(host.root().join("ongoing-deployment"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn an_s3_bundle_is_fetched_with_the_role_and_hooks_never_get_it() {
+    let host = Host::new();
+    let env_file = host.dir.path().join("env");
+    let v1 = host.revision("1.0.0", |r| {
+        write_script(
+            r,
+            "before_install.sh",
+            &format!(
+                "mkdir -p \"$SAMPLE_APP_RUN\"; env | grep ^AWS_ > {} || true",
+                env_file.display()
+            ),
+        );
+    });
+    let tgz = host.dir.path().join("bundle.tgz");
+    let status = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&v1)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    common::boto3(&format!(
+        "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='role-bundles')\ns3.upload_file('{}', 'role-bundles', 'app.tgz')",
+        tgz.display()
+    ));
+    let deploy = |extra_env: &[(&str, &str)]| {
+        agent()
+            .arg("deploy-local")
+            .args(["--bundle", "s3://role-bundles/app.tgz", "--root"])
+            .arg(host.root())
+            .arg("--allow-destination")
+            .arg(host.apps())
+            .args([
+                "--role-arn",
+                "arn:aws:iam::222222222222:role/deploy",
+                "--external-id",
+                "ext-1",
+                "--session-tag",
+                "team=web",
+            ])
+            .env("SAMPLE_APP_HOME", host.app_home())
+            .env("SAMPLE_APP_RUN", host.run_dir())
+            .envs(common::aws_env())
+            .envs(extra_env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    // With STS out of reach, the fetch cannot start: the role really is assumed for it.
+    let unreachable = deploy(&[
+        ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9"),
+        ("AWS_MAX_ATTEMPTS", "1"),
+    ]);
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cannot connect to AWS for the bundle: cannot assume role arn:aws:iam::222222222222:role/deploy"
+        ),
+        "{stderr}"
+    );
+    let output = deploy(&[]);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let env = fs::read_to_string(&env_file).unwrap();
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        assert!(!env.contains(name), "{name} reached a hook:\n{env}");
+    }
+}

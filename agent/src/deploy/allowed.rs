@@ -27,6 +27,13 @@ pub struct AllowedRoots {
 }
 
 impl AllowedRoots {
+    /// No destination at all: a deployment may run hooks but install no file.
+    pub fn none(state: &Path) -> Self {
+        let mut allowed = AllowedRoots::new(&[], state);
+        allowed.roots.clear();
+        allowed
+    }
+
     /// `roots` as configured (the defaults when empty); `state` (the deployment root) is
     /// refused as a destination so a bundle cannot rewrite the agent's own records.
     pub fn new(roots: &[PathBuf], state: &Path) -> Self {
@@ -94,6 +101,9 @@ impl AllowedRoots {
     }
 
     fn describe(&self) -> String {
+        if self.roots.is_empty() {
+            return "none: this agent installs no files".to_string();
+        }
         self.roots
             .iter()
             .map(|r| r.display().to_string())
@@ -169,6 +179,15 @@ mod tests {
             .check(allowed.join("sneaky/cron.d").to_str().unwrap())
             .unwrap_err();
         assert!(err.contains("resolves to /etc/cron.d"), "{err}");
+    }
+
+    #[test]
+    fn none_allows_no_destination() {
+        let roots = AllowedRoots::none(Path::new("/var/lib/agent/deployments"));
+        for dest in ["/opt/app", "/tmp/x", "/srv"] {
+            let err = roots.check(dest).unwrap_err();
+            assert!(err.contains("this agent installs no files"), "{err}");
+        }
     }
 
     #[test]

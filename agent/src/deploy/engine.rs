@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use buildspec::Source;
 use buildspec::appspec::{AppSpec, FileExistsBehavior, LifecycleEvent, MAX_EVENT_SECONDS, Os};
+use tokio::sync::watch;
 
 use super::allowed::AllowedRoots;
 use super::bundle::{self, ARCHIVE_DIR, Bundle, BundleError, Fetched};
-use super::hooks::{self, LineSink, ScriptSpec, Stream};
+use super::hooks::{self, ErrorCode, Interrupt, LineSink, ScriptSpec, Stream};
 use super::install;
 use super::lifecycle::{self, Step};
 use super::root::{DeploymentRoot, Pointer, STARTED};
@@ -42,6 +43,129 @@ pub struct DeployRequest {
     pub output_wait: Duration,
     /// The deployment this one rolls back, if it is a rollback.
     pub rollback_of: Option<String>,
+    /// The limit for the whole run, rollback included: past it the running hook is stopped
+    /// and the deployment ends `TimedOut`.
+    pub timeout: Option<Duration>,
+    /// Variables of the deployment job for every hook, under CodeDeploy's own.
+    pub job_env: JobEnv,
+}
+
+/// A job's variables; their values stay out of `Debug` output, as they may be secret.
+#[derive(Clone, Default)]
+pub struct JobEnv(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for JobEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+/// Why a deployment ends before its events are done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Halt {
+    /// The request's `timeout` passed.
+    TimedOut(Duration),
+    /// A stop was asked for; the text says how (`SIGTERM`, `the end of standard input`).
+    Stopped(String),
+}
+
+impl Halt {
+    fn reason(&self) -> String {
+        match self {
+            Halt::TimedOut(limit) => format!(
+                "the deployment did not finish within {} (--timeout)",
+                human_duration(*limit)
+            ),
+            Halt::Stopped(how) => format!("the deployment was stopped ({how})"),
+        }
+    }
+
+    fn interrupt(&self) -> Interrupt {
+        Interrupt {
+            // CodeDeploy's codes have nothing for a stop; a timeout is a timeout.
+            code: match self {
+                Halt::TimedOut(_) => ErrorCode::ScriptTimedOut,
+                Halt::Stopped(_) => ErrorCode::UnknownError,
+            },
+            reason: self.reason(),
+        }
+    }
+
+    fn status(&self) -> DeployStatus {
+        match self {
+            Halt::TimedOut(_) => DeployStatus::TimedOut,
+            Halt::Stopped(_) => DeployStatus::Stopped,
+        }
+    }
+}
+
+/// What can end a run early: one deadline for the deployment and its rollback, and the
+/// stop channel.
+#[derive(Clone)]
+struct Halts {
+    deadline: Option<(tokio::time::Instant, Duration)>,
+    stop: watch::Receiver<Option<String>>,
+}
+
+impl Halts {
+    /// The halt already due, if any; a stop wins over a timeout that passed meanwhile,
+    /// because it says why the run was cut short from outside.
+    fn now(&self) -> Option<Halt> {
+        if let Some(how) = self.stop.borrow().clone() {
+            return Some(Halt::Stopped(how));
+        }
+        match self.deadline {
+            Some((at, limit)) if tokio::time::Instant::now() >= at => Some(Halt::TimedOut(limit)),
+            _ => None,
+        }
+    }
+
+    /// Resolves at the first halt; never when there is no deadline and no stop comes.
+    async fn wait(&self) -> Halt {
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            let how = match stop.wait_for(Option::is_some).await {
+                Ok(how) => (*how).clone(),
+                // The sender is gone: no stop can come any more.
+                Err(_) => None,
+            };
+            match how {
+                Some(how) => how,
+                None => std::future::pending().await,
+            }
+        };
+        let deadline = async {
+            match self.deadline {
+                Some((at, limit)) => {
+                    tokio::time::sleep_until(at).await;
+                    limit
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            how = stopped => Halt::Stopped(how),
+            limit = deadline => Halt::TimedOut(limit),
+        }
+    }
+}
+
+/// `1h30m`, `90s` → `1m30s`: durations as `--timeout` takes them.
+fn human_duration(d: Duration) -> String {
+    let total = d.as_secs();
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    let mut text = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            text.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if text.is_empty() {
+        text = format!("{}ms", d.as_millis());
+    }
+    text
 }
 
 /// Sees a deployment as it goes (the terminal, a job's log).
@@ -76,6 +200,9 @@ pub struct Deployer<'a> {
     pub allowed: AllowedRoots,
     pub s3: Option<aws_sdk_s3::Client>,
     pub observer: &'a mut dyn Observer,
+    /// Holds a reason once the deployment is to stop (the running hook is stopped, no
+    /// later one runs, no rollback starts).
+    pub stop: watch::Receiver<Option<String>>,
 }
 
 /// A revision whose scripts can run: its deployment, unpacked archive and appspec.
@@ -92,13 +219,30 @@ impl Deployer<'_> {
         &mut self,
         request: &DeployRequest,
     ) -> Result<(DeploySummary, Option<Failure>), DeployError> {
-        let (mut summary, failure) = self.deploy_once(request).await?;
+        let halts = Halts {
+            deadline: request
+                .timeout
+                .map(|limit| (later(tokio::time::Instant::now(), limit), limit)),
+            stop: self.stop.clone(),
+        };
+        let (mut summary, failure) = self.deploy_once(request, &halts).await?;
         let touched = summary
             .events
             .iter()
             .any(|e| e.status != EventStatus::Skipped && e.event != "DownloadBundle");
         if failure.is_some() && request.rollback_on_failure && request.rollback_of.is_none() {
-            if !touched {
+            if summary.status.halted() {
+                // A rollback is a deployment of its own: after a timeout it would run past
+                // the limit the caller set, after a stop against the caller's wish.
+                let why = match summary.status {
+                    DeployStatus::TimedOut => "the time limit covers the rollback too",
+                    _ => "the deployment was asked to stop",
+                };
+                let message = summary.message.take().unwrap_or_default();
+                summary.message = Some(format!(
+                    "{message}; no rollback was started (--rollback-on-failure): {why}"
+                ));
+            } else if !touched {
                 summary.notes.push(
                     "no rollback: the deployment failed before changing anything on this host"
                         .into(),
@@ -122,7 +266,7 @@ impl Deployer<'_> {
                     "rolling back: deployment {} redeploys the revision of {from}",
                     rollback.deployment_id
                 ));
-                match self.deploy_once(&rollback).await {
+                match self.deploy_once(&rollback, &halts).await {
                     Ok((done, _)) => summary.rollback = Some(Box::new(done)),
                     Err(e) => summary
                         .notes
@@ -150,6 +294,7 @@ impl Deployer<'_> {
     async fn deploy_once(
         &mut self,
         request: &DeployRequest,
+        halts: &Halts,
     ) -> Result<(DeploySummary, Option<Failure>), DeployError> {
         let started = Instant::now();
         let started_at = super::now_rfc3339();
@@ -197,22 +342,57 @@ impl Deployer<'_> {
                 .collect(),
             fetched: Fetched::default(),
             current: None,
+            halt: halts.now(),
         };
         // The bundle is fetched and checked before anything runs, so a bad bundle never
         // stops the running application; DownloadBundle is reported in its place.
-        let download = self.download(&mut run).await;
+        let download = match &run.halt {
+            Some(halt) => halted_before("DownloadBundle", halt),
+            None => {
+                // A large S3 bundle may take long: a limit or a stop ends its fetch too.
+                let fetched = tokio::select! {
+                    result = self.download(&mut run) => Ok(result),
+                    halt = halts.wait() => Err(halt),
+                };
+                match fetched {
+                    Ok(result) => result,
+                    Err(halt) => {
+                        let mut result = EventResult::new("DownloadBundle", EventStatus::Failed);
+                        result.error_code = Some(halt.interrupt().code.as_str());
+                        result.message =
+                            Some(format!("the download was stopped: {}", halt.reason()));
+                        run.halt = Some(halt);
+                        result
+                    }
+                }
+            }
+        };
         for step in &steps {
+            if run.halt.is_none() && *step != Step::DownloadBundle {
+                run.halt = halts.now();
+            }
+            if run.halt.is_some() {
+                run.failure.get_or_insert(Failure::Lifecycle);
+            }
             if run.failure.is_some() && *step != Step::DownloadBundle {
                 let skipped = EventResult::new(step.name(), EventStatus::Skipped);
                 self.observer.event_finished(&skipped);
                 run.results.push(skipped);
                 continue;
             }
-            let result = match step {
+            let mut result = match step {
                 Step::DownloadBundle => download.clone(),
                 Step::Install => self.install(&mut run).await,
-                Step::Hook(event) => self.hook_event(&mut run, event).await,
+                Step::Hook(event) => self.hook_event(&mut run, event, halts).await,
             };
+            if result.status == EventStatus::Failed && run.halt.is_none() {
+                // A hook that failed as the halt came was most likely stopped by it.
+                run.halt = halts.now();
+            }
+            if run.halt.is_some() && result.status == EventStatus::Failed {
+                // --ignore-application-stop-failures forgives a hook's failure, not a halt.
+                result.ignored = false;
+            }
             if result.status == EventStatus::Failed && !result.ignored && run.failure.is_none() {
                 run.failure = Some(Failure::Lifecycle);
             }
@@ -230,20 +410,23 @@ impl Deployer<'_> {
                 .map_err(|e| DeployError::CannotRun(e.to_string()))?;
         }
         self.root.clear_ongoing(&request.deployment_id);
-        let message = run
-            .results
-            .iter()
-            .find(|e| e.status == EventStatus::Failed && !e.ignored)
-            .map(|e| format!("{} failed: {}", e.event, e.message.as_deref().unwrap_or("")));
+        let message = match &run.halt {
+            Some(halt) => Some(halt.reason()),
+            None => run
+                .results
+                .iter()
+                .find(|e| e.status == EventStatus::Failed && !e.ignored)
+                .map(|e| format!("{} failed: {}", e.event, e.message.as_deref().unwrap_or(""))),
+        };
         let summary = DeploySummary {
             deployment_id: request.deployment_id.clone(),
             application_name: request.application_name.clone(),
             deployment_group_name: request.deployment_group_name.clone(),
             deployment_group_id: group.clone(),
-            status: if run.failure.is_none() {
-                DeployStatus::Succeeded
-            } else {
-                DeployStatus::Failed
+            status: match (&run.halt, run.failure) {
+                (Some(halt), _) => halt.status(),
+                (None, None) => DeployStatus::Succeeded,
+                (None, Some(_)) => DeployStatus::Failed,
             },
             creator: if request.rollback_of.is_some() {
                 "rollback"
@@ -477,7 +660,12 @@ impl Deployer<'_> {
         result
     }
 
-    async fn hook_event(&mut self, run: &mut Run<'_>, event: &LifecycleEvent) -> EventResult {
+    async fn hook_event(
+        &mut self,
+        run: &mut Run<'_>,
+        event: &LifecycleEvent,
+        halts: &Halts,
+    ) -> EventResult {
         let started = Instant::now();
         let name = event.name().to_string();
         let mut result = EventResult::new(&name, EventStatus::Succeeded);
@@ -528,6 +716,13 @@ impl Deployer<'_> {
         let mut log = String::new();
         for script in &scripts {
             let location = script.location.value.clone();
+            if let Some(halt) = halts.now() {
+                result.status = EventStatus::Failed;
+                result.error_code = Some(halt.interrupt().code.as_str());
+                result.script_name = Some(location.clone());
+                result.message = Some(format!("{location} did not run: {}", halt.reason()));
+                break;
+            }
             let relative = crate::source::unpack::enclosed(location.trim_start_matches('/'))
                 .unwrap_or_else(|| PathBuf::from(&location));
             let remaining = budget.saturating_sub(started.elapsed());
@@ -536,6 +731,7 @@ impl Deployer<'_> {
                 location: location.clone(),
                 runas: script.runas.clone(),
                 sudo: script.sudo,
+                job_env: run.request.job_env.0.clone(),
                 env: hook_env(run.request, &name, &run.fetched),
                 remove_env: crate::exec::host::AGENT_CREDENTIALS
                     .iter()
@@ -551,7 +747,11 @@ impl Deployer<'_> {
                 observer: &mut *self.observer,
                 event: &name,
             };
-            let outcome = hooks::run_script(&spec, &mut sink).await;
+            let halted = halts.clone();
+            let outcome = hooks::run_script_until(&spec, &mut sink, async move {
+                halted.wait().await.interrupt()
+            })
+            .await;
             log.push_str(&outcome.log_tail);
             let failed = outcome.code != hooks::ErrorCode::Succeeded;
             result.scripts.push(ScriptResult {
@@ -615,6 +815,22 @@ struct Run<'r> {
     notes: Vec<String>,
     fetched: Fetched,
     current: Option<Revision>,
+    /// Set once the run is halted: no later event runs, and the status says why.
+    halt: Option<Halt>,
+}
+
+/// DownloadBundle when the run was halted before it began (a rollback after the limit).
+fn halted_before(event: &str, halt: &Halt) -> EventResult {
+    let mut result = EventResult::new(event, EventStatus::Failed);
+    result.error_code = Some(halt.interrupt().code.as_str());
+    result.message = Some(format!("{event} did not run: {}", halt.reason()));
+    result
+}
+
+fn later(base: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
+    // A limit of centuries is no limit; adding it must not overflow.
+    base.checked_add(by)
+        .unwrap_or_else(|| base + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// The hook environment of `reference/aws-spec.md` §3.3, nothing more.
@@ -723,5 +939,31 @@ impl LineSink for EventSink<'_> {
     fn line(&mut self, stream: Stream, line: &str) {
         self.log.line(stream, line);
         self.observer.line(self.event, stream, line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_as_they_were_given() {
+        assert_eq!(human_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(human_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(human_duration(Duration::from_secs(3601)), "1h1s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[tokio::test]
+    async fn a_stop_wins_over_a_passed_deadline() {
+        let (tx, rx) = watch::channel(None);
+        let halts = Halts {
+            deadline: Some((tokio::time::Instant::now(), Duration::from_secs(1))),
+            stop: rx,
+        };
+        assert_eq!(halts.now(), Some(Halt::TimedOut(Duration::from_secs(1))));
+        tx.send_replace(Some("SIGTERM".into()));
+        assert_eq!(halts.now(), Some(Halt::Stopped("SIGTERM".into())));
+        assert_eq!(halts.wait().await, Halt::Stopped("SIGTERM".into()));
     }
 }

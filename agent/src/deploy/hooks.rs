@@ -82,6 +82,9 @@ pub struct ScriptSpec {
     pub location: String,
     pub runas: Option<String>,
     pub sudo: bool,
+    /// The deployment job's own variables: over the inherited environment, under the
+    /// `runas` identity variables and `env`, so they never pass for CodeDeploy's.
+    pub job_env: Vec<(String, String)>,
     /// Variables added on top of the inherited environment (LIFECYCLE_EVENT etc.).
     pub env: Vec<(String, String)>,
     /// Inherited variables to drop (the agent's own AWS credentials).
@@ -147,8 +150,27 @@ pub struct ScriptOutcome {
     pub lingering: Vec<(i32, String)>,
 }
 
+/// Why a running script is stopped from outside its own timeout (the deployment's time
+/// limit, a stop): the error code the script reports, and the reason its message gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interrupt {
+    pub code: ErrorCode,
+    pub reason: String,
+}
+
 /// Runs the hook script described by `spec`, streaming its output to `sink`.
 pub async fn run_script(spec: &ScriptSpec, sink: &mut dyn LineSink) -> ScriptOutcome {
+    run_script_until(spec, sink, std::future::pending()).await
+}
+
+/// [`run_script`], stopped early when `interrupt` resolves: a running script's process
+/// tree is stopped as on a timeout (TERM, then KILL); a script that already exited but
+/// whose output is still held open is left to its holders, as for `OutputsLeftOpen`.
+pub async fn run_script_until(
+    spec: &ScriptSpec,
+    sink: &mut dyn LineSink,
+    interrupt: impl std::future::Future<Output = Interrupt> + Send,
+) -> ScriptOutcome {
     let started = Instant::now();
     let early = |code, message| ScriptOutcome {
         code,
@@ -214,6 +236,7 @@ pub async fn run_script(spec: &ScriptSpec, sink: &mut dyn LineSink) -> ScriptOut
     let mut out = Collector::new(sink, launch.wrapper);
     let mut status: Option<ExitStatus> = None;
     let mut output_deadline: Option<Instant> = None;
+    tokio::pin!(interrupt);
 
     let end = loop {
         if status.is_some() && !pipes.is_open() {
@@ -232,8 +255,12 @@ pub async fn run_script(spec: &ScriptSpec, sink: &mut dyn LineSink) -> ScriptOut
             () = sleep_until(output_deadline.unwrap_or(deadline)), if status.is_some() => {
                 break End::OutputsOpen;
             }
+            why = &mut interrupt => break End::Interrupted(why),
         }
     };
+    // Whether the tree is stopped: a script that exited has nothing of its own left, and
+    // what still holds its output is often the service it just started.
+    let exited = status.is_some();
 
     match &end {
         End::Exited => {}
@@ -242,7 +269,12 @@ pub async fn run_script(spec: &ScriptSpec, sink: &mut dyn LineSink) -> ScriptOut
                 .pump_until(&mut out, Instant::now() + FINAL_DRAIN)
                 .await
         }
-        End::TimedOut | End::WaitFailed(_) => {
+        End::Interrupted(_) if exited => {
+            pipes
+                .pump_until(&mut out, Instant::now() + FINAL_DRAIN)
+                .await
+        }
+        End::TimedOut | End::WaitFailed(_) | End::Interrupted(_) => {
             tracing::warn!(location = %spec.location, pid, "stopping hook script process tree");
             let reaped = terminate_tree(pid, &mut child, &mut pipes, &mut out).await;
             status = status.or(reaped);
@@ -252,6 +284,7 @@ pub async fn run_script(spec: &ScriptSpec, sink: &mut dyn LineSink) -> ScriptOut
     let open = pipes.open_streams();
     let lingering = match end {
         End::Exited | End::OutputsOpen if !open.is_empty() => pipe_holders(&pipes.open_links()),
+        End::Interrupted(_) if exited && !open.is_empty() => pipe_holders(&pipes.open_links()),
         _ => Vec::new(),
     };
     // Lingering holders are left alone (often the service the hook just
@@ -267,6 +300,11 @@ pub async fn run_script(spec: &ScriptSpec, sink: &mut dyn LineSink) -> ScriptOut
                 spec.location,
                 seconds(spec.timeout)
             ),
+        ),
+        End::Interrupted(why) => (
+            why.code,
+            status.and_then(|s| s.code()),
+            format!("{} was stopped: {}", subject(spec), why.reason),
         ),
         End::WaitFailed(err) => (
             ErrorCode::UnknownError,
@@ -311,6 +349,7 @@ enum End {
     Exited,
     OutputsOpen,
     TimedOut,
+    Interrupted(Interrupt),
     WaitFailed(io::Error),
 }
 
@@ -507,7 +546,12 @@ impl Launch {
         for name in &spec.remove_env {
             cmd.env_remove(name);
         }
-        for (name, value) in self.identity_env.iter().chain(&spec.env) {
+        for (name, value) in spec
+            .job_env
+            .iter()
+            .chain(&self.identity_env)
+            .chain(&spec.env)
+        {
             cmd.env(name, value);
         }
         if let Some((uid, gid)) = self.ids {
@@ -1112,6 +1156,7 @@ mod tests {
             location: format!("scripts/{name}"),
             runas: None,
             sudo: false,
+            job_env: Vec::new(),
             env: Vec::new(),
             remove_env: Vec::new(),
             cwd: dir.to_path_buf(),
@@ -1369,6 +1414,62 @@ wait
         for pid in unique {
             assert!(!alive(pid), "pid {pid} survived the timeout");
         }
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_stops_the_tree_with_its_own_code_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = sh_script(
+            dir.path(),
+            "long.sh",
+            "sleep 60 &\necho $! >> \"$PIDS\"\necho $$ >> \"$PIDS\"\necho ready\nwait\n",
+        );
+        let mut spec = spec_for(&script, dir.path());
+        spec.env = vec![("PIDS".into(), pids.display().to_string())];
+        let mut sink = Vec::new();
+        let start = StdInstant::now();
+        let interrupt = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Interrupt {
+                code: ErrorCode::ScriptTimedOut,
+                reason: "out of time".into(),
+            }
+        };
+        let outcome = run_script_until(&spec, &mut sink, interrupt).await;
+        let recorded = read_pids(&pids);
+        let _cleanup = KillOnDrop(recorded.clone());
+        assert_eq!(outcome.code, ErrorCode::ScriptTimedOut, "{outcome:?}");
+        assert_eq!(
+            outcome.message,
+            "Script at specified location: scripts/long.sh was stopped: out of time"
+        );
+        // Well before the script's own 20 s timeout, and within the TERM grace.
+        assert!(start.elapsed() < Duration::from_secs(5), "{outcome:?}");
+        assert_eq!(recorded.len(), 2, "{recorded:?}");
+        for pid in recorded {
+            assert!(!alive(pid), "pid {pid} survived the interrupt");
+        }
+    }
+
+    #[tokio::test]
+    async fn job_variables_lie_under_the_hook_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = sh_script(
+            dir.path(),
+            "env.sh",
+            "echo \"$JOB_ONLY $LIFECYCLE_EVENT\"\n",
+        );
+        let mut spec = spec_for(&script, dir.path());
+        spec.job_env = vec![
+            ("JOB_ONLY".into(), "from-job".into()),
+            ("LIFECYCLE_EVENT".into(), "forged".into()),
+        ];
+        spec.env = vec![("LIFECYCLE_EVENT".into(), "AfterInstall".into())];
+        let mut sink = Vec::new();
+        let outcome = run_script(&spec, &mut sink).await;
+        assert_eq!(outcome.code, ErrorCode::Succeeded, "{outcome:?}");
+        assert_eq!(sink, [(Stream::Stdout, "from-job AfterInstall".to_owned())]);
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ pub mod permissions;
 pub mod root;
 pub mod summary;
 
-pub use engine::{DeployError, DeployRequest, Deployer, Failure, Observer};
+pub use engine::{DeployError, DeployRequest, Deployer, Failure, JobEnv, Observer};
 
 use time::OffsetDateTime;
 use time::macros::format_description;

@@ -5,10 +5,25 @@ use serde::Serialize;
 
 use super::install::Installed;
 
+/// CodeDeploy's deployment statuses a finished deployment shows, and `TimedOut`: CodeDeploy
+/// has no deployment time limit, and a deployment past `--timeout` must be told apart from
+/// one whose hook failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum DeployStatus {
     Succeeded,
     Failed,
+    /// Past the deployment's time limit: the running hook was stopped, no later one ran.
+    TimedOut,
+    /// Asked to stop (SIGTERM, SIGINT, the end of `--control-stdin`'s input), as CodeDeploy's
+    /// StopDeployment leaves a deployment.
+    Stopped,
+}
+
+impl DeployStatus {
+    /// Ended early by a limit or a stop, rather than by its own events.
+    pub fn halted(self) -> bool {
+        matches!(self, DeployStatus::TimedOut | DeployStatus::Stopped)
+    }
 }
 
 /// CodeDeploy's `LifecycleEventStatus`, less the states a finished deployment never shows.

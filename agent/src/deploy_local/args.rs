@@ -57,6 +57,10 @@ pub struct DeployLocalArgs {
     /// /srv, /var/www, /var/app, /usr/local, /home, /tmp, /var/tmp).
     #[arg(long = "allow-destination", value_name = "DIR")]
     pub allow_destination: Vec<PathBuf>,
+    /// Install no files at all, only run hooks: an appspec with `files` fails. What the
+    /// daemon passes when its config's `deploy.allowed_destinations` is empty.
+    #[arg(long = "no-destinations", conflicts_with = "allow_destination")]
+    pub no_destinations: bool,
     /// Revisions kept per deployment group.
     #[arg(long, value_name = "N", default_value_t = crate::deploy::DEFAULT_MAX_REVISIONS,
           value_parser = clap::value_parser!(usize))]
@@ -77,6 +81,89 @@ pub struct DeployLocalArgs {
     /// AWS region, for S3 bundles.
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
+    /// A role to assume for fetching an S3 bundle; repeat for a chain (base → first →
+    /// second). Hooks never get its credentials.
+    #[arg(long = "role-arn", value_name = "ARN")]
+    pub role_arn: Vec<String>,
+    /// The external id the roles' trust policies require.
+    #[arg(long = "external-id", value_name = "ID", requires = "role_arn")]
+    pub external_id: Option<String>,
+    /// A session tag for the assumed roles. Repeatable.
+    #[arg(long = "session-tag", value_name = "KEY=VALUE", requires = "role_arn",
+          value_parser = parse_tag)]
+    pub session_tag: Vec<(String, String)>,
+    /// The whole run's time limit, rollback included: `90m`, `30s`, `2h`; a bare number is
+    /// minutes. Past it the running hook is stopped, and the deployment ends TimedOut.
+    #[arg(long, value_name = "DURATION", value_parser = crate::run_local::parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// The daemon's channel: a first line of JSON `{"env": {…}}` on standard input
+    /// (variables for the hooks that must not be in argv), and the end of standard input
+    /// as a stop.
+    #[arg(long = "control-stdin", hide = true)]
+    pub control_stdin: bool,
+}
+
+/// What the daemon hands a deployment on standard input: run-local's `Control` less the
+/// secrets, which deploy-local cannot mask in the hooks' output.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl Control {
+    /// Reads and checks the first line of standard input.
+    pub fn read() -> Result<Control, String> {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("--control-stdin: cannot read standard input: {e}"))?;
+        Control::parse(&line)
+    }
+
+    fn parse(line: &str) -> Result<Control, String> {
+        if line.trim().is_empty() {
+            return Err(
+                "--control-stdin: standard input ended before its first line, `{\"env\": {…}}`"
+                    .into(),
+            );
+        }
+        // serde's messages quote the offending value, which may be a secret: only where.
+        let control: Control = serde_json::from_str(line).map_err(|e| {
+            let what = match e.classify() {
+                serde_json::error::Category::Data => {
+                    "does not have the shape `{\"env\": {NAME: \"VALUE\"}}`"
+                }
+                _ => "is not JSON on one line",
+            };
+            format!(
+                "--control-stdin: the first line of standard input {what} (column {})",
+                e.column()
+            )
+        })?;
+        for (name, value) in &control.env {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(format!(
+                    "--control-stdin: `{}` is not a variable name",
+                    name.escape_debug()
+                ));
+            }
+            if value.contains('\0') {
+                return Err(format!(
+                    "--control-stdin: the value of {name} holds a NUL byte, which no environment can"
+                ));
+            }
+        }
+        Ok(control)
+    }
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,5 +178,38 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
         Ok(seconds) => Ok(Duration::from_secs(seconds)),
         Err(_) => crate::run_local::parse_timeout(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_lines() {
+        let control = Control::parse("{\"env\": {\"STAGE\": \"prod\"}}\n").unwrap();
+        assert_eq!(control.env["STAGE"], "prod");
+        assert!(Control::parse("{}\n").unwrap().env.is_empty());
+        for (bad, says) in [
+            ("", "ended before"),
+            ("{\"env\": {\"A\": 1}}", "shape"),
+            ("{\"secrets\": {\"A\": \"x\"}}", "shape"),
+            ("{\"env\": {\"A=B\": \"x\"}}", "not a variable name"),
+            ("{\"env\": {\"A\": \"x\\u0000\"}}", "NUL"),
+            ("env=1", "not JSON"),
+        ] {
+            let message = Control::parse(bad).unwrap_err();
+            assert!(message.contains(says), "{bad}: {message}");
+        }
+        // A value never reaches the message, even when it is the wrong type.
+        let message = Control::parse("{\"env\": \"hunter2\"}").unwrap_err();
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(parse_tag("team=web"), Ok(("team".into(), "web".into())));
+        assert!(parse_tag("=web").is_err());
+        assert!(parse_tag("web").is_err());
     }
 }

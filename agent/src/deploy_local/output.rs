@@ -117,6 +117,12 @@ pub fn report(summary: &DeploySummary) -> String {
             }
         }
     }
+    if summary.status.halted()
+        && let Some(message) = &summary.message
+    {
+        // A halt between events names no failed event; this line is all that says why.
+        out.push_str(&format!("{:?}: {message}\n", summary.status));
+    }
     for note in &summary.notes {
         out.push_str(&format!("note: {note}\n"));
     }
