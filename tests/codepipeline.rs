@@ -19,6 +19,9 @@ use common::codepipeline_fake::{ActionType, ArtifactAt, Fake, NewJob};
 
 const KEY_ARN: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
+/// The worker's own access key (see [`start`]): it must never reach the artifact store.
+const WORKER_KEY: &str = "AKIAAGENTWORKER00001";
+
 fn action() -> ActionType {
     ActionType::new("Build", "AgentBuild", "1")
 }
@@ -31,7 +34,7 @@ async fn start(max_attempts: u32) -> (Fake, aws_config::SdkConfig) {
         .endpoint_url(fake.url())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIAAGENTWORKER00001",
+            WORKER_KEY,
             "worker-secret",
             None,
             None,
@@ -164,6 +167,60 @@ fn artifacts_dir(root: &Path) -> PathBuf {
     dir
 }
 
+/// Every S3 request the worker made (the fake's, for a test with the one job `job_id`)
+/// was signed as the job, never as the worker: downloads with the artifact credentials
+/// the job was polled with, uploads with the latest fresh ones from GetJobDetails.
+fn assert_artifact_credentials(fake: &Fake, job_id: &str, downloads: bool, uploads: bool) {
+    let issued = fake.issued(job_id);
+    let polled = issued
+        .iter()
+        .find(|i| i.operation == "PollForJobs")
+        .unwrap_or_else(|| panic!("never polled: {issued:?}"));
+    let fresh = issued.iter().rev().find(|i| i.operation == "GetJobDetails");
+    let requests = fake.s3_requests();
+    for request in &requests {
+        assert_ne!(
+            request.access_key_id.as_deref(),
+            Some(WORKER_KEY),
+            "{request:?}"
+        );
+        let expected = if request.reads() {
+            polled
+        } else {
+            fresh.unwrap_or_else(|| {
+                panic!(
+                    "an upload without fresh credentials: {request:?}
+{issued:?}"
+                )
+            })
+        };
+        assert_eq!(
+            request.access_key_id.as_deref(),
+            Some(expected.access_key_id.as_str()),
+            "{request:?}
+issued: {issued:?}"
+        );
+        assert_eq!(
+            request.session_token.as_deref(),
+            Some(expected.session_token.as_str()),
+            "{request:?}"
+        );
+    }
+    assert_eq!(
+        requests.iter().any(|r| r.reads()),
+        downloads,
+        "{requests:#?}"
+    );
+    assert_eq!(
+        requests.iter().any(|r| !r.reads()),
+        uploads,
+        "{requests:#?}"
+    );
+    if let Some(fresh) = fresh {
+        assert_ne!(fresh.access_key_id, polled.access_key_id, "{issued:?}");
+    }
+}
+
 async fn next_delivery(source: &CodePipelineSource) -> Delivery {
     for _ in 0..20 {
         if let Some(delivery) = source.next().await.unwrap() {
@@ -268,6 +325,10 @@ async fn a_job_runs_from_poll_to_encrypted_output_and_variables() {
     );
     assert_eq!(fake.status(&job_id), "Succeeded");
     assert!(fake.calls().contains(&"GetJobDetails".to_string()));
+    // CodePipeline is called as the worker; the artifact store only ever as the job.
+    let signers = fake.call_signers();
+    assert!(signers.iter().all(|s| s == WORKER_KEY), "{signers:?}");
+    assert_artifact_credentials(&fake, &job_id, true, true);
 
     let s3 = s3().await;
     let head = s3
@@ -320,6 +381,7 @@ async fn without_a_pipeline_key_the_output_uses_the_aws_managed_key() {
     let reported = &fake.results()[0];
     assert!(reported.succeeded());
     assert!(reported.request.get("outputVariables").is_none());
+    assert_artifact_credentials(&fake, &job_id, true, true);
     let head = s3()
         .await
         .head_object()
@@ -347,7 +409,12 @@ async fn failures_are_reported_with_their_message_and_type() {
             .output(output.clone()),
     );
     let refused = fake.add_job(NewJob::new(action()).input(input.clone()));
-    let no_artifacts = fake.add_job(NewJob::new(action()).input(input).output(output));
+    let no_artifacts = fake.add_job(
+        NewJob::new(action())
+            .input(input.clone())
+            .output(output.clone()),
+    );
+    let faulted = fake.add_job(NewJob::new(action()).input(input).output(output));
     let source = source(&config, work.path(), &action());
 
     let delivery = next_delivery(&source).await;
@@ -368,14 +435,31 @@ async fn failures_are_reported_with_their_message_and_type() {
     let done = result(&format!("cp-{no_artifacts}"), JobStatus::Succeeded, None);
     source.complete(&delivery, &done).await.unwrap();
 
+    // The agent could not run it: the system, not the job, failed.
+    let delivery = next_delivery(&source).await;
+    assert_eq!(delivery.name(), faulted);
+    let down = "cannot start the build container: Docker is not running";
+    let done = result(&format!("cp-{faulted}"), JobStatus::Fault, Some(down));
+    source.complete(&delivery, &done).await.unwrap();
+
     let results = fake.results();
-    assert_eq!(results.len(), 3);
+    assert_eq!(results.len(), 4);
     assert_eq!(results[0].job_id, failed);
     assert!(!results[0].succeeded());
     assert_eq!(results[0].failure_type(), "JobFailed");
-    assert_eq!(results[0].message(), message);
+    assert_eq!(
+        results[0].message(),
+        format!("cp-{failed} FAILED: {message} (agent agent-1, 1.2 s)")
+    );
     assert_eq!(results[0].external_execution_id(), format!("cp-{failed}"));
     assert_eq!(results[1].failure_type(), "ConfigurationError");
+    assert!(
+        results[1]
+            .message()
+            .starts_with(&format!("cp-{refused} REJECTED: refused `image`")),
+        "{}",
+        &results[1].message()[..100]
+    );
     assert_eq!(results[1].message().chars().count(), 5000);
     assert_eq!(results[2].failure_type(), "JobFailed");
     assert!(
@@ -383,6 +467,13 @@ async fn failures_are_reported_with_their_message_and_type() {
             && results[2].message().contains("artifacts"),
         "{}",
         results[2].message()
+    );
+    assert_eq!(results[3].job_id, faulted);
+    assert_eq!(results[3].failure_type(), "SystemUnavailable");
+    assert!(
+        results[3].message().contains("FAULT") && results[3].message().contains(down),
+        "{}",
+        results[3].message()
     );
     let listed = s3()
         .await
@@ -587,27 +678,108 @@ async fn an_input_that_cannot_be_read_fails_the_job() {
         "cp-missing-input",
         not_zip_key,
     )));
+    let no_bucket = fake.add_job(NewJob::new(action()).input(ArtifactAt::new(
+        "SourceOutput",
+        "cp-no-such-bucket",
+        "web/SourceArti/abc123.zip",
+    )));
     let fine = fake.add_job(NewJob::new(action()).input(input));
     let source = source(&config, work.path(), &action());
     let delivery = next_delivery(&source).await;
     assert_eq!(delivery.name(), fine);
     let results = fake.results();
-    assert_eq!(results.len(), 2);
+    assert_eq!(results.len(), 3);
+    // Gone from the artifact store: only a new pipeline execution brings it back.
     assert_eq!(
         (results[0].job_id.as_str(), results[0].failure_type()),
-        (gone.as_str(), "JobFailed")
+        (gone.as_str(), "RevisionUnavailable")
     );
     assert!(
         results[0].message().contains("NoSuchKey"),
         "{}",
         results[0].message()
     );
+    // There but not an archive: the revision is what it is, the job fails.
     assert_eq!(results[1].job_id, garbage);
+    assert_eq!(results[1].failure_type(), "JobFailed");
     assert!(
         results[1].message().contains("cannot be unpacked"),
         "{}",
         results[1].message()
     );
+    assert_eq!(
+        (results[2].job_id.as_str(), results[2].failure_type()),
+        (no_bucket.as_str(), "RevisionUnavailable")
+    );
+    assert!(
+        results[2].message().contains("NoSuchBucket"),
+        "{}",
+        results[2].message()
+    );
+    // Every download tried, as the job.
+    let requests = fake.s3_requests();
+    assert_eq!(requests.len(), 4, "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.reads() && r.access_key_id.as_deref() == Some("ASIAJOBARTIFACTS0001")),
+        "{requests:#?}"
+    );
+}
+
+/// A request to the fake as raw HTTP, with `headers` besides the protocol's; the status
+/// and the JSON body of the answer.
+async fn raw_call(url: &str, operation: &str, headers: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"actionTypeId":{"category":"Build","owner":"Custom","provider":"AgentBuild","version":"1"}}"#;
+    let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: CodePipeline_20150709.{operation}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codepipeline_calls_must_be_signed() {
+    let (fake, _config) = start(1).await;
+    let job_id = fake.add_job(NewJob::new(action()));
+    let (status, body) = raw_call(fake.url(), "PollForJobs", "").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["__type"],
+        "com.amazon.coral.service#MissingAuthenticationTokenException"
+    );
+    let (status, body) = raw_call(
+        fake.url(),
+        "PollForJobs",
+        "Authorization: Bearer not-sigv4\r\n",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["__type"],
+        "com.amazon.coral.service#IncompleteSignatureException"
+    );
+    // Refused before anything happened: the job waits for a signed poll.
+    assert!(fake.calls().is_empty());
+    assert_eq!(fake.status(&job_id), "Queued");
+    let signed = "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250101/us-east-1/codepipeline/aws4_request, SignedHeaders=host;x-amz-date, Signature=00\r\nX-Amz-Date: 20250101T000000Z\r\n";
+    let (status, body) = raw_call(fake.url(), "PollForJobs", signed).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobs"][0]["id"], job_id.as_str());
+    assert_eq!(fake.call_signers(), ["AKIDEXAMPLE"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -701,6 +873,8 @@ async fn after_a_restart_a_job_completes_from_its_handle_alone() {
     let reported = &fake.results()[0];
     assert!(reported.succeeded());
     assert_eq!(reported.output_variables()["VERSION"], "7");
+    // The upload went up with the credentials GetJobDetails gave the restarted agent.
+    assert_artifact_credentials(&fake, &job_id, true, true);
     let head = s3()
         .await
         .head_object()
@@ -766,6 +940,13 @@ async fn a_large_output_goes_up_in_parts() {
     done.artifacts = vec![dir.display().to_string()];
     source.complete(&delivery, &done).await.unwrap();
     assert!(fake.results()[0].succeeded(), "{:?}", fake.results());
+    // Every part of the multipart upload, its start and its end, signed as the job.
+    assert!(
+        fake.s3_requests().iter().filter(|r| !r.reads()).count() >= 4,
+        "{:#?}",
+        fake.s3_requests()
+    );
+    assert_artifact_credentials(&fake, &job_id, true, true);
     let s3 = s3().await;
     let head = s3
         .head_object()
@@ -885,7 +1066,13 @@ async fn the_end_of_a_build_waits_for_its_continuation_and_new_jobs_are_kept() {
     assert_eq!(execution.len(), 2, "{execution:?}");
     let failed = fake.results().into_iter().find(|r| !r.succeeded()).unwrap();
     assert_eq!(failed.job_id, execution[1].0);
-    assert_eq!(failed.message(), "BUILD FAILED");
+    assert!(
+        failed
+            .message()
+            .starts_with(&format!("cp-{first} FAILED: BUILD FAILED (")),
+        "{}",
+        failed.message()
+    );
     // The other pipeline's job, polled on the way, is the next delivery.
     let next = next_delivery(&source).await;
     assert_eq!(next.name(), queued);

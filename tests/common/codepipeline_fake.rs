@@ -20,7 +20,15 @@
 //!
 //! Requests that are not CodePipeline's (no `X-Amz-Target`: the worker's S3 calls) are
 //! passed on unchanged to the server given to [`Fake::start`] (moto), so one endpoint
-//! serves both, as `aws.endpoint_url` does in the agent's config.
+//! serves both, as `aws.endpoint_url` does in the agent's config. Moto takes any
+//! credentials, so the fake records who signed each of them ([`Fake::s3_requests`]): a
+//! test can tell the job's artifact credentials from the worker's own.
+//!
+//! Credentials: CodePipeline calls must carry a SigV4 `Authorization` header (else
+//! `MissingAuthenticationTokenException` or `IncompleteSignatureException`, HTTP 403, as
+//! the service answers); the signatures themselves are not checked. GetJobDetails hands
+//! out fresh artifact credentials each time, unlike the ones the job was polled with, as
+//! the service does for a long-running job ([`Fake::issued`] lists them).
 
 #![allow(dead_code)] // each test uses its own part of this
 
@@ -189,6 +197,35 @@ impl Reported {
     }
 }
 
+/// An S3 request the fake passed on, and who signed it.
+#[derive(Debug, Clone)]
+pub struct S3Request {
+    pub method: String,
+    /// The path and query.
+    pub uri: String,
+    /// From SigV4's `Credential=<access key id>/…` (the header's, or a presigned URL's).
+    pub access_key_id: Option<String>,
+    /// `x-amz-security-token`.
+    pub session_token: Option<String>,
+}
+
+impl S3Request {
+    /// A download (`GET`/`HEAD` of an object), as opposed to an upload or its parts.
+    pub fn reads(&self) -> bool {
+        matches!(self.method.as_str(), "GET" | "HEAD")
+    }
+}
+
+/// Artifact credentials the fake handed out for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub job_id: String,
+    /// `PollForJobs` or `GetJobDetails`.
+    pub operation: String,
+    pub access_key_id: String,
+    pub session_token: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Status {
     Queued,
@@ -235,6 +272,10 @@ struct State {
     /// Calls of an operation still to be answered with a ThrottlingException.
     throttles: HashMap<String, u32>,
     calls: Vec<String>,
+    /// The access key id that signed each call in `calls`.
+    signers: Vec<String>,
+    s3_requests: Vec<S3Request>,
+    issued: Vec<Issued>,
     reported: Vec<Reported>,
     counter: u64,
     /// How long requests passed on to S3 are held first.
@@ -456,6 +497,85 @@ impl Fake {
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
     }
+
+    /// The access key ids that signed the CodePipeline calls, in the order of
+    /// [`Fake::calls`].
+    pub fn call_signers(&self) -> Vec<String> {
+        self.lock().signers.clone()
+    }
+
+    /// Every S3 request passed on, in order.
+    pub fn s3_requests(&self) -> Vec<S3Request> {
+        self.lock().s3_requests.clone()
+    }
+
+    /// The artifact credentials handed out for `job_id`, in order: the poll's, then one
+    /// fresh set per GetJobDetails.
+    pub fn issued(&self, job_id: &str) -> Vec<Issued> {
+        self.lock()
+            .issued
+            .iter()
+            .filter(|i| i.job_id == job_id)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The access key id of a SigV4 `Authorization` header:
+/// `AWS4-HMAC-SHA256 Credential=<id>/<date>/<region>/<service>/aws4_request, …`.
+fn sigv4_access_key(authorization: &str) -> Option<String> {
+    let rest = authorization.strip_prefix("AWS4-HMAC-SHA256 ")?;
+    let mut credential = None;
+    let (mut headers, mut signature) = (false, false);
+    for part in rest.split(',').map(str::trim) {
+        if let Some(value) = part.strip_prefix("Credential=") {
+            credential = value.split('/').next().filter(|id| !id.is_empty());
+        } else if part.starts_with("SignedHeaders=") {
+            headers = true;
+        } else if part.starts_with("Signature=") {
+            signature = true;
+        }
+    }
+    credential
+        .filter(|_| headers && signature)
+        .map(str::to_string)
+}
+
+/// Who signed an S3 request: the header's credential, or a presigned URL's
+/// `X-Amz-Credential` (percent-encoded `/` as `%2F`).
+fn s3_request(request: &Request<Incoming>) -> S3Request {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let query = request.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .map(|v| v.replace("%2F", "/").replace("%2f", "/"))
+    };
+    let access_key_id = header("authorization")
+        .as_deref()
+        .and_then(sigv4_access_key)
+        .or_else(|| {
+            param("X-Amz-Credential")
+                .and_then(|c| c.split('/').next().map(str::to_string))
+                .filter(|id| !id.is_empty())
+        });
+    S3Request {
+        method: request.method().to_string(),
+        uri: request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        access_key_id,
+        session_token: header("x-amz-security-token").or_else(|| param("X-Amz-Security-Token")),
+    }
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -471,7 +591,11 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let Some(target) = target else {
-        let delay = state.lock().unwrap().forward_delay;
+        let delay = {
+            let mut state = state.lock().unwrap();
+            state.s3_requests.push(s3_request(&request));
+            state.forward_delay
+        };
         tokio::time::sleep(delay).await;
         return match forward {
             Some(to) => pass_on(&to, request).await,
@@ -484,6 +608,11 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let post_root = request.method() == hyper::Method::POST && request.uri().path() == "/";
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
@@ -495,6 +624,24 @@ async fn serve(
             "CodePipeline takes POST / with application/x-amz-json-1.1",
         );
     }
+    // The service authenticates before it looks at the operation.
+    let signer = match authorization.as_deref() {
+        None => {
+            return denied(
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            );
+        }
+        Some(header) => match sigv4_access_key(header) {
+            Some(id) => id,
+            None => {
+                return denied(
+                    "IncompleteSignatureException",
+                    "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters (AWS4-HMAC-SHA256)",
+                );
+            }
+        },
+    };
     let Some(operation) = target.strip_prefix(TARGET_PREFIX) else {
         return error(
             "UnknownOperationException",
@@ -508,6 +655,7 @@ async fn serve(
     let mut state = state.lock().unwrap();
     state.expire();
     state.calls.push(operation.to_string());
+    state.signers.push(signer);
     if let Some(left) = state.throttles.get_mut(operation)
         && *left > 0
     {
@@ -517,7 +665,7 @@ async fn serve(
     let answer = match operation {
         "PollForJobs" => poll_for_jobs(&mut state, &input),
         "AcknowledgeJob" => acknowledge_job(&mut state, &input),
-        "GetJobDetails" => get_job_details(&state, &input),
+        "GetJobDetails" => get_job_details(&mut state, &input),
         "PutJobSuccessResult" => put_job_success_result(&mut state, &input),
         "PutJobFailureResult" => put_job_failure_result(&mut state, &input),
         other => Err((
@@ -626,8 +774,20 @@ fn poll_for_jobs(state: &mut State, input: &Value) -> Outcome {
         job.status = Status::Dispatched { at: Instant::now() };
         job.nonce = Some(nonce.clone());
         out.push(json!({"id": job.id, "data": job.data, "nonce": nonce, "accountId": ACCOUNT}));
+        let issued = issued(&job.id, "PollForJobs", &job.data["artifactCredentials"]);
+        state.issued.push(issued);
     }
     Ok(json!({"jobs": out}))
+}
+
+fn issued(job_id: &str, operation: &str, credentials: &Value) -> Issued {
+    let field = |name: &str| credentials[name].as_str().unwrap_or("").to_string();
+    Issued {
+        job_id: job_id.to_string(),
+        operation: operation.to_string(),
+        access_key_id: field("accessKeyId"),
+        session_token: field("sessionToken"),
+    }
 }
 
 fn acknowledge_job(state: &mut State, input: &Value) -> Outcome {
@@ -654,14 +814,23 @@ fn acknowledge_job(state: &mut State, input: &Value) -> Outcome {
     Ok(json!({"status": job.status.name()}))
 }
 
-fn get_job_details(state: &State, input: &Value) -> Outcome {
-    let id = job_id(input)?;
-    let job = state
-        .jobs
-        .iter()
-        .find(|j| j.id == id)
-        .ok_or_else(|| ("JobNotFoundException", format!("Job not found: {id}")))?;
-    Ok(json!({"jobDetails": {"id": job.id, "data": job.data, "accountId": ACCOUNT}}))
+/// The job's data with artifact credentials of their own, never the poll's: a test can
+/// tell whether the worker used the fresh ones.
+fn get_job_details(state: &mut State, input: &Value) -> Outcome {
+    let id = job_id(input)?.to_string();
+    state.counter += 1;
+    let n = state.counter;
+    let job = find(state, &id)?;
+    let mut data = job.data.clone();
+    data["artifactCredentials"] = json!({
+        "accessKeyId": format!("ASIAJOBFRESH{n:08}"),
+        "secretAccessKey": format!("job-fresh-secret-{n}"),
+        "sessionToken": format!("job-fresh-session-token-{n}"),
+    });
+    let answer = json!({"jobDetails": {"id": job.id, "data": data, "accountId": ACCOUNT}});
+    let issued = issued(&id, "GetJobDetails", &data["artifactCredentials"]);
+    state.issued.push(issued);
+    Ok(answer)
 }
 
 fn in_progress(job: &Job) -> Result<(), (&'static str, String)> {
@@ -824,6 +993,19 @@ fn error(code: &str, message: &str) -> Answer {
         StatusCode::BAD_REQUEST,
         &json!({"__type": code, "message": message}),
     )
+}
+
+/// An authentication failure as the service's front end answers it: HTTP 403, the type
+/// in the body with its namespace (the SDK keeps the part after `#`).
+fn denied(code: &str, message: &str) -> Answer {
+    let mut answer = json_answer(
+        StatusCode::FORBIDDEN,
+        &json!({"__type": format!("com.amazon.coral.service#{code}"), "message": message}),
+    );
+    if let Ok(value) = hyper::header::HeaderValue::from_str(code) {
+        answer.headers_mut().insert("x-amzn-errortype", value);
+    }
+    answer
 }
 
 fn plain(status: StatusCode, text: &str) -> Answer {

@@ -12,7 +12,12 @@
 //!   artifact (and a build artifact whose directory is named like a further output artifact
 //!   into that one, as CodeBuild matches secondary artifacts), SSE-KMS encrypted, then
 //!   reports success with the build's exported variables as output variables, or failure
-//!   with the result's message.
+//!   with the status, the failing phase and the result's message (see [`failure_message`]).
+//!   The failure type tells why (see [`failure_type`]): `JobFailed` for a build that ran
+//!   and failed, `ConfigurationError` for a job refused or not runnable,
+//!   `SystemUnavailable` when the agent could not run it (Docker or S3 down),
+//!   `RevisionUnavailable` for an input no longer in the artifact store and
+//!   `PermissionError` when the job's credentials do not reach the artifacts.
 //! * `release` cannot give a job back: CodePipeline has no such call, and an unreported job
 //!   only times out, hours later. It is failed at once with [`RELEASE_MESSAGE`], so the
 //!   stage can be retried now.
@@ -322,17 +327,12 @@ impl JobSource for CodePipelineSource {
         Box::pin(async move {
             let job_id = delivery.name();
             let reporting = self.inner.reporting(job_id).await;
-            let message = result
-                .message
-                .as_deref()
-                .filter(|m| !m.trim().is_empty())
-                .unwrap_or("the job was refused by the agent");
             let outcome = self
                 .inner
                 .fail(
                     &reporting,
                     FailureType::ConfigurationError,
-                    message,
+                    &failure_message(result),
                     Some(&result.job_id),
                 )
                 .await;
@@ -351,6 +351,14 @@ enum JobFailure {
     /// The job's credentials do not reach its artifacts or their key.
     #[error("{0}")]
     Permission(String),
+    /// An input artifact is not in the artifact store (any more): running the stage again
+    /// cannot help, a new pipeline execution can.
+    #[error("{0}")]
+    Revision(String),
+    /// The agent's side failed (S3 unreachable, its own disk): nothing about the job, so
+    /// a retry of the stage may pass.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -360,9 +368,103 @@ impl JobFailure {
         match self {
             JobFailure::Configuration(_) => FailureType::ConfigurationError,
             JobFailure::Permission(_) => FailureType::PermissionError,
+            JobFailure::Revision(_) => FailureType::RevisionUnavailable,
+            JobFailure::Unavailable(_) => FailureType::SystemUnavailable,
             JobFailure::Failed(_) => FailureType::JobFailed,
         }
     }
+}
+
+/// The failure type CodePipeline shows for a job that ended with `status`: the console
+/// and any automation on the action's failure tell "the build failed" from "the action
+/// is misconfigured" and "the worker was down" only by it.
+fn failure_type(status: JobStatus) -> FailureType {
+    match status {
+        // The agent could not run the job at all (Docker or S3 gone).
+        JobStatus::Fault => FailureType::SystemUnavailable,
+        // Refused before it ran: not a valid JobSpec or buildspec, or not allowed.
+        JobStatus::Rejected => FailureType::ConfigurationError,
+        // The build ran and did not succeed. A success reaches here only if a caller
+        // reports it as a failure, which the build itself then is not.
+        JobStatus::Failed | JobStatus::TimedOut | JobStatus::Stopped | JobStatus::Succeeded => {
+            FailureType::JobFailed
+        }
+    }
+}
+
+/// The first phase of a build summary that did not succeed, as `(phase, status,
+/// message)`; in a batch build, the first such phase of the first member that did not
+/// succeed, its phase named after the member.
+fn failing_phase(summary: &Value) -> Option<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or("").trim().to_string();
+    if let Some(phase) = summary["phases"]
+        .as_array()
+        .and_then(|phases| phases.iter().find(|p| p["status"] != "SUCCEEDED"))
+    {
+        return Some((
+            text(&phase["phase"]),
+            text(&phase["status"]),
+            text(&phase["message"]),
+        ));
+    }
+    summary["builds"].as_array()?.iter().find_map(|member| {
+        if member["status"] == "SUCCEEDED" {
+            return None;
+        }
+        let identifier = text(&member["identifier"]);
+        match failing_phase(&member["build"]) {
+            Some((phase, status, message)) => {
+                Some((format!("{identifier}/{phase}"), status, message))
+            }
+            None => Some((
+                identifier,
+                text(&member["status"]),
+                text(&member["message"]),
+            )),
+        }
+    })
+}
+
+/// What a failure report says. The console shows this message and nothing else of the
+/// build, so it names the status, the phase that failed with its own message, the
+/// result's message, the agent and where the log is.
+fn failure_message(result: &JobResult) -> String {
+    let message = result
+        .message
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    let mut text = format!("{} {}", result.job_id, result.status.as_str());
+    let mut details = Vec::new();
+    if let Some((phase, status, phase_message)) = failing_phase(&result.summary) {
+        if !phase.is_empty() {
+            text.push_str(&format!(" in phase {phase}"));
+            if !status.is_empty() && status != result.status.as_str() {
+                text.push_str(&format!(" ({status})"));
+            }
+        }
+        // The runner's message is usually the phase's own: said once is enough.
+        if !phase_message.is_empty() && !message.is_some_and(|m| m.contains(&phase_message)) {
+            details.push(phase_message);
+        }
+    }
+    if let Some(message) = message {
+        details.push(message.to_string());
+    }
+    if !details.is_empty() {
+        text.push_str(": ");
+        text.push_str(&details.join("; "));
+    }
+    text.push_str(&format!(
+        " (agent {}, {}",
+        result.agent,
+        seconds(result.duration_ms)
+    ));
+    if let Some(log) = result.log.as_deref().filter(|l| !l.is_empty()) {
+        text.push_str(&format!(", log {log}"));
+    }
+    text.push(')');
+    text
 }
 
 impl Inner {
@@ -489,7 +591,8 @@ impl Inner {
     /// Unpacks every input artifact under `<dir>/input/`; returns the primary's directory
     /// (an empty one when the action has no input).
     async fn fetch_inputs(&self, data: &JobData, dir: &Path) -> Result<PathBuf, JobFailure> {
-        let local = |e: std::io::Error| JobFailure::Failed(format!("{}: {e}", dir.display()));
+        // The agent's own disk: nothing the job can fix.
+        let local = |e: std::io::Error| JobFailure::Unavailable(format!("{}: {e}", dir.display()));
         remove_dir(dir);
         let inputs = dir.join("input");
         std::fs::create_dir_all(&inputs).map_err(local)?;
@@ -506,7 +609,7 @@ impl Inner {
                 let (from, to) = (archive.clone(), dest.clone());
                 let unpacked = tokio::task::spawn_blocking(move || unpack::unpack(&from, &to))
                     .await
-                    .map_err(|e| JobFailure::Failed(e.to_string()))?;
+                    .map_err(|e| JobFailure::Unavailable(e.to_string()))?;
                 let _ = std::fs::remove_file(&archive);
                 let unpacked = unpacked.map_err(|e| {
                     JobFailure::Failed(format!(
@@ -569,21 +672,13 @@ impl Inner {
                 Err(Err(e)) => Err(e),
             }
         } else {
-            let message = result
-                .message
-                .as_deref()
-                .filter(|m| !m.trim().is_empty())
-                .map_or_else(
-                    || format!("the job ended {}", result.status.as_str()),
-                    str::to_string,
-                );
-            let kind = if result.status == JobStatus::Rejected {
-                FailureType::ConfigurationError
-            } else {
-                FailureType::JobFailed
-            };
-            self.fail(job_id, kind, &message, Some(&result.job_id))
-                .await
+            self.fail(
+                job_id,
+                failure_type(result.status),
+                &failure_message(result),
+                Some(&result.job_id),
+            )
+            .await
         };
         self.forget(delivered);
         outcome
@@ -667,8 +762,12 @@ impl Inner {
             .filter(|k| *k.r#type() == EncryptionKeyType::Kms)
             .map(|k| k.id().to_string());
         let scratch = self.job_dir(delivered);
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| Ok(JobFailure::Failed(format!("{}: {e}", scratch.display()))))?;
+        std::fs::create_dir_all(&scratch).map_err(|e| {
+            Ok(JobFailure::Unavailable(format!(
+                "{}: {e}",
+                scratch.display()
+            )))
+        })?;
         let mut delivered = Vec::new();
         for (index, artifact) in outputs.iter().enumerate() {
             let (name, bucket, key) = artifact_location(artifact).map_err(Ok)?;
@@ -677,7 +776,7 @@ impl Inner {
             let (from, to) = (source.clone(), zip_path.clone());
             let entries = tokio::task::spawn_blocking(move || zip_directory(&from, &to))
                 .await
-                .map_err(|e| Ok(JobFailure::Failed(e.to_string())))?
+                .map_err(|e| Ok(JobFailure::Unavailable(e.to_string())))?
                 .map_err(|e| {
                     Ok(JobFailure::Failed(format!(
                         "cannot zip the output artifact `{name}` from {}: {e}",
@@ -1187,14 +1286,24 @@ async fn download(
         .key(key)
         .send()
         .await
-        .map_err(|e| s3_failure(&what, "GetObject", e))?;
-    let local = |e: std::io::Error| JobFailure::Failed(format!("{what}: {e}"));
+        .map_err(|e| {
+            let missing = matches!(e.code(), Some("NoSuchKey" | "NoSuchBucket"));
+            match s3_failure(&what, "GetObject", e) {
+                // The revision the pipeline execution refers to is gone (a lifecycle
+                // rule, a deleted bucket): only a new execution brings a revision back.
+                JobFailure::Failed(text) if missing => JobFailure::Revision(format!(
+                    "{text}; the revision is no longer in the artifact store: run the pipeline again"
+                )),
+                other => other,
+            }
+        })?;
+    let local = |e: std::io::Error| JobFailure::Unavailable(format!("{what}: {e}"));
     let mut body = object.body;
     let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
     while let Some(chunk) = body
         .try_next()
         .await
-        .map_err(|e| JobFailure::Failed(format!("{what}: download broke off: {e}")))?
+        .map_err(|e| JobFailure::Unavailable(format!("{what}: download broke off: {e}")))?
     {
         file.write_all(&chunk).await.map_err(local)?;
     }
@@ -1212,7 +1321,8 @@ async fn upload(
     kms_key: Option<&str>,
 ) -> Result<(), JobFailure> {
     let what = format!("the output artifact s3://{bucket}/{key}");
-    let local = |e: &dyn std::fmt::Display| JobFailure::Failed(format!("{what}: {e}"));
+    // The zip on the agent's own disk.
+    let local = |e: &dyn std::fmt::Display| JobFailure::Unavailable(format!("{what}: {e}"));
     let size = tokio::fs::metadata(path)
         .await
         .map_err(|e| local(&e))?
@@ -1424,6 +1534,9 @@ const DENIED_CODES: &[&str] = &[
     "MissingAuthenticationToken",
     "ExpiredToken",
     "ExpiredTokenException",
+    // The JSON protocol's names for an unsigned or badly signed request.
+    "MissingAuthenticationTokenException",
+    "IncompleteSignatureException",
 ];
 
 impl Failure {
@@ -1516,7 +1629,7 @@ where
             "{text}; the pipeline's role must reach the artifact bucket and its KMS key"
         ))
     } else if transient {
-        JobFailure::Failed(format!("{text}; retry the stage"))
+        JobFailure::Unavailable(format!("{text}; retry the stage"))
     } else {
         JobFailure::Failed(text)
     }
@@ -1726,6 +1839,126 @@ mod tests {
         let names: Vec<&str> = left_out.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["HUGE", "has.dot"]);
         assert!(left_out[0].1.contains("122880"));
+    }
+
+    fn ended(status: JobStatus, message: Option<&str>, summary: Value) -> JobResult {
+        JobResult {
+            job_id: format!("cp-{JOB}"),
+            kind: Some("build".into()),
+            status,
+            message: message.map(str::to_string),
+            agent: "build-1".into(),
+            source: "codepipeline:Build/AgentBuild/1".into(),
+            received_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 12_300,
+            attempts: 1,
+            log: Some("s3://logs/cp-job.log".into()),
+            artifacts: Vec::new(),
+            exported_variables: BTreeMap::new(),
+            summary,
+        }
+    }
+
+    #[test]
+    fn each_status_has_its_failure_type() {
+        let cases = [
+            (JobStatus::Failed, FailureType::JobFailed),
+            (JobStatus::TimedOut, FailureType::JobFailed),
+            (JobStatus::Stopped, FailureType::JobFailed),
+            (JobStatus::Fault, FailureType::SystemUnavailable),
+            (JobStatus::Rejected, FailureType::ConfigurationError),
+        ];
+        for (status, kind) in cases {
+            assert_eq!(failure_type(status), kind, "{status:?}");
+        }
+        let failures = [
+            (
+                JobFailure::Configuration("c".into()),
+                FailureType::ConfigurationError,
+            ),
+            (
+                JobFailure::Permission("p".into()),
+                FailureType::PermissionError,
+            ),
+            (
+                JobFailure::Revision("r".into()),
+                FailureType::RevisionUnavailable,
+            ),
+            (
+                JobFailure::Unavailable("u".into()),
+                FailureType::SystemUnavailable,
+            ),
+            (JobFailure::Failed("f".into()), FailureType::JobFailed),
+        ];
+        for (failure, kind) in failures {
+            assert_eq!(failure.failure_type(), kind, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn a_failure_message_names_the_status_and_the_failing_phase() {
+        let summary = json!({"status": "FAILED", "phases": [
+            {"phase": "INSTALL", "status": "SUCCEEDED", "message": null},
+            {"phase": "BUILD", "status": "FAILED",
+             "message": "Error while executing command: make. Reason: exit status 2"},
+            {"phase": "POST_BUILD", "status": "SUCCEEDED", "message": null},
+        ]});
+        // The runner's message repeats the phase's: said once.
+        let runner = "BUILD FAILED: Error while executing command: make. Reason: exit status 2";
+        let text = failure_message(&ended(JobStatus::Failed, Some(runner), summary.clone()));
+        assert_eq!(
+            text,
+            format!(
+                "cp-{JOB} FAILED in phase BUILD: {runner} (agent build-1, 12.3 s, log s3://logs/cp-job.log)"
+            )
+        );
+        // A message of its own (the build was called off) keeps the phase's too.
+        let text = failure_message(&ended(
+            JobStatus::Stopped,
+            Some("the pipeline execution was stopped"),
+            summary,
+        ));
+        assert!(
+            text.starts_with(&format!(
+                "cp-{JOB} STOPPED in phase BUILD (FAILED): Error while executing command: make. Reason: exit status 2; the pipeline execution was stopped"
+            )),
+            "{text}"
+        );
+        // No summary: the status and the message.
+        let text = failure_message(&ended(
+            JobStatus::Fault,
+            Some("cannot start the container: Docker is not running"),
+            Value::Null,
+        ));
+        assert!(
+            text.starts_with(&format!(
+                "cp-{JOB} FAULT: cannot start the container: Docker is not running (agent build-1"
+            )),
+            "{text}"
+        );
+        let mut bare = ended(JobStatus::TimedOut, None, Value::Null);
+        bare.log = None;
+        assert_eq!(
+            failure_message(&bare),
+            format!("cp-{JOB} TIMED_OUT (agent build-1, 12.3 s)")
+        );
+    }
+
+    #[test]
+    fn a_batch_failure_names_the_member_and_its_phase() {
+        let summary = json!({"status": "FAILED", "phases": [], "builds": [
+            {"identifier": "linux", "status": "SUCCEEDED", "build": {"phases": []}},
+            {"identifier": "arm", "status": "FAILED", "build": {"phases": [
+                {"phase": "BUILD", "status": "FAILED", "message": "exit status 1"}]}},
+        ]});
+        let text = failure_message(&ended(JobStatus::Failed, None, summary));
+        assert!(
+            text.starts_with(&format!(
+                "cp-{JOB} FAILED in phase arm/BUILD: exit status 1 ("
+            )),
+            "{text}"
+        );
     }
 
     #[test]
