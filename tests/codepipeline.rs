@@ -146,6 +146,8 @@ fn result(job_id: &str, status: JobStatus, message: Option<&str>) -> JobResult {
         status,
         message: message.map(str::to_string),
         agent: "agent-1".to_string(),
+        agent_labels: Default::default(),
+        labels: Default::default(),
         source: "codepipeline:Build/AgentBuild/1".to_string(),
         received_at: String::new(),
         finished_at: String::new(),

@@ -97,6 +97,8 @@ fn rejection(message: &str) -> JobResult {
         status: JobStatus::Rejected,
         message: Some(message.to_string()),
         agent: "test-agent".to_string(),
+        agent_labels: Default::default(),
+        labels: Default::default(),
         source: "sqs:test".to_string(),
         received_at: "2025-01-01T00:00:00Z".to_string(),
         finished_at: "2025-01-01T00:00:00Z".to_string(),

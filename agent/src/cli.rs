@@ -69,8 +69,9 @@ enum Command {
         )]
         config: PathBuf,
         /// `plain` lines (for journald) or one JSON object per line (for log shippers).
-        #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
-        log_format: LogFormat,
+        /// Default: the config's `agent.log_format`, else `plain`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Work with the daemon's config file.
     Config {
@@ -179,7 +180,15 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         // A service logs its progress; journald or a log shipper reads it.
-        Command::Daemon { log_format, .. } => init_tracing("info", *log_format == LogFormat::Json),
+        Command::Daemon { log_format, config } => {
+            let json = match log_format {
+                Some(format) => *format == LogFormat::Json,
+                // A config that does not load is reported by the daemon itself, in plain.
+                None => agent_config::load(config)
+                    .is_ok_and(|c| c.agent.log_format == agent_config::config::LogFormat::Json),
+            };
+            init_tracing("info", json)
+        }
         _ => init_tracing("warn", false),
     }
     let status = match cli.command {

@@ -33,7 +33,7 @@ pub const DEFAULT_BUILDSPEC: &str = "buildspec.yml";
 pub const DEFAULT_APPSPEC: &str = "appspec.yml";
 
 /// One job. `kind` decides which fields apply: `buildspec`, `image`, `privileged`,
-/// `artifacts` and `cache` are for builds only, `deploy` for deployments only (and
+/// `artifacts`, `cache` and `secrets` are for builds only, `deploy` for deployments only (and
 /// required there).
 ///
 /// Durations are written `30s`, `15m`, `2h` or `1h30m`; a bare number is seconds.
@@ -67,8 +67,8 @@ pub struct JobSpec {
     /// Names: letters, digits and `_`, not starting with a digit or `CODEBUILD_`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Variables whose values are fetched from AWS before the job starts and masked in
-    /// every output.
+    /// Build only: variables whose values are fetched from AWS before the build starts,
+    /// with the job's role (else the agent's own credentials), and masked in every output.
     #[serde(default, skip_serializing_if = "Secrets::is_empty")]
     pub secrets: Secrets,
     /// The IAM role the job's AWS calls run as. Default: none; the job gets no AWS
@@ -90,7 +90,8 @@ pub struct JobSpec {
     )]
     #[schemars(with = "Option<DurationText>")]
     pub timeout: Option<Duration>,
-    /// Free-form `key: value` pairs copied into the result and the container's labels.
+    /// Free-form `key: value` pairs copied into the result and onto the build container
+    /// (as `agent.label.<key>`).
     /// Keys: letters, digits, `.`, `_`, `-`, at most 63.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,

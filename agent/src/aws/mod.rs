@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod params;
 pub mod roles;
 pub mod s3;
+pub mod uploaded;
 
 use std::time::SystemTime;
 
@@ -81,7 +82,17 @@ pub async fn connect(options: &AwsOptions) -> Result<Aws, AwsError> {
             .region(Region::new(FALLBACK_REGION))
             .build();
     }
-    if options.role.roles.is_empty() {
+    assume_from(base, &options.role, notes).await
+}
+
+/// Assumes the role chain of `role` starting from `base`'s credentials; `base` itself when
+/// the chain is empty. Each link is assumed once now, so a refused role fails here.
+pub async fn assume_from(
+    base: SdkConfig,
+    role: &RoleOptions,
+    mut notes: Vec<String>,
+) -> Result<Aws, AwsError> {
+    if role.roles.is_empty() {
         return Ok(Aws {
             config: base,
             assumed: None,
@@ -92,9 +103,9 @@ pub async fn connect(options: &AwsOptions) -> Result<Aws, AwsError> {
     // Temporary keys (ASIA…) mean the base is itself a role session: assuming another role
     // from it is chaining.
     let base_is_role = base_creds.access_key_id().starts_with("ASIA");
-    let (duration, warning) = roles::plan_duration(&options.role, base_is_role)?;
+    let (duration, warning) = roles::plan_duration(role, base_is_role)?;
     notes.extend(warning);
-    let links = roles::chain(&base, &options.role, duration)
+    let links = roles::chain(&base, role, duration)
         .ok_or_else(|| AwsError::NoCredentials("no credentials provider".into()))?;
     // The caller's own secrets never appear in a message about the chain.
     let base_secrets: Vec<&str> = std::iter::once(base_creds.secret_access_key())

@@ -531,6 +531,7 @@ pub fn client(config: &aws_config::SdkConfig) -> Client {
     let s3_config = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(custom)
         .retry_config(retry)
+        .interceptor(super::uploaded::Counter)
         .build();
     Client::from_conf(s3_config)
 }

@@ -1848,6 +1848,8 @@ mod tests {
             status,
             message: message.map(str::to_string),
             agent: "build-1".into(),
+            agent_labels: Default::default(),
+            labels: Default::default(),
             source: "codepipeline:Build/AgentBuild/1".into(),
             received_at: String::new(),
             finished_at: String::new(),

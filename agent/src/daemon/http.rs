@@ -56,6 +56,9 @@ pub trait StatusProvider: Send + Sync {
 pub struct Status {
     /// The agent instance's name.
     pub agent: String,
+    /// The config's `agent.labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub version: String,
     /// RFC 3339.
     pub started_at: String,
@@ -509,6 +512,7 @@ mod tests {
     fn sample_status() -> Status {
         Status {
             agent: "ci-1".into(),
+            labels: Default::default(),
             version: "0.1.0".into(),
             started_at: "2025-01-02T03:04:05Z".into(),
             state: "running".into(),

@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 
 use super::source::{Delivery, JobSource};
 use super::state::State;
-use crate::exec::docker::LABEL_INSTANCE;
+use crate::exec::docker::{LABEL_INSTANCE, LABEL_JOB};
 
 /// What reconciliation did, for the log and the tests.
 #[derive(Debug, Default)]
@@ -77,7 +77,11 @@ pub async fn reconcile(
             }
         }
     }
-    remove_labelled(&config.agent.name, &mut done).await;
+    remove_labelled(
+        vec![format!("{LABEL_INSTANCE}={}", config.agent.name)],
+        &mut done,
+    )
+    .await;
     if !done.completed.is_empty()
         || !done.released.is_empty()
         || done.containers > 0
@@ -119,7 +123,23 @@ fn kill_stale_job(pid: u32, workspace: Option<&std::path::Path>) -> bool {
         && nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL).is_ok()
 }
 
-async fn remove_labelled(instance: &str, done: &mut Reconciled) {
+/// Removes what one job's process left when it had to be killed (its timeout overrun, a
+/// drain that could not wait): its container keeps running after the process is gone.
+pub async fn remove_job_leftovers(instance: &str, job_id: &str) -> Reconciled {
+    let mut done = Reconciled::default();
+    remove_labelled(
+        vec![
+            format!("{LABEL_INSTANCE}={instance}"),
+            format!("{LABEL_JOB}={job_id}"),
+        ],
+        &mut done,
+    )
+    .await;
+    done
+}
+
+/// Removes the containers, networks and volumes carrying every one of `labels`.
+async fn remove_labelled(labels: Vec<String>, done: &mut Reconciled) {
     let docker = match Docker::connect_with_local_defaults() {
         Ok(d) => d,
         Err(e) => {
@@ -127,10 +147,7 @@ async fn remove_labelled(instance: &str, done: &mut Reconciled) {
             return;
         }
     };
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{LABEL_INSTANCE}={instance}")],
-    )]);
+    let filters = HashMap::from([("label".to_string(), labels)]);
     match docker
         .list_containers(Some(ListContainersOptions {
             all: true,

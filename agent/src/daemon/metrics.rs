@@ -32,6 +32,9 @@ pub struct Metrics {
     start_time: f64,
     running: AtomicU64,
     uploaded_bytes: AtomicU64,
+    own_uploads: Option<fn() -> u64>,
+    /// The config's `agent.labels`.
+    labels: std::sync::Mutex<BTreeMap<String, String>>,
     draining: AtomicBool,
     capacity: AtomicU64,
     labelled: Mutex<Labelled>,
@@ -96,6 +99,8 @@ impl Metrics {
             start_time,
             running: AtomicU64::new(0),
             uploaded_bytes: AtomicU64::new(0),
+            own_uploads: None,
+            labels: std::sync::Mutex::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
             capacity: AtomicU64::new(0),
             labelled: Mutex::new(Labelled::default()),
@@ -154,6 +159,17 @@ impl Metrics {
         *entry(&mut labelled.poll_errors, source) += u64::from(error);
     }
 
+    /// Counts this process's own uploads (CodePipeline outputs, results) too: the daemon's
+    /// metrics do, a test's need not see what other tests in its process uploaded.
+    pub fn with_own_uploads(mut self) -> Self {
+        self.own_uploads = Some(crate::aws::uploaded::total);
+        self
+    }
+
+    fn own_uploads(&self) -> u64 {
+        self.own_uploads.map_or(0, |total| total())
+    }
+
     pub fn bytes_uploaded(&self, n: u64) {
         self.uploaded_bytes.fetch_add(n, Ordering::Relaxed);
     }
@@ -168,6 +184,13 @@ impl Metrics {
     }
 
     /// How many jobs the agent runs at once.
+    /// The agent's labels, one `agent_label{key,value}` sample each.
+    pub fn set_labels(&self, labels: &BTreeMap<String, String>) {
+        if let Ok(mut mine) = self.labels.lock() {
+            mine.clone_from(labels);
+        }
+    }
+
     pub fn set_capacity(&self, n: usize) {
         self.capacity
             .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -194,6 +217,24 @@ impl Metrics {
             &[("version", &self.version)],
             "1",
         );
+
+        let labels = self.labels.lock().map(|l| l.clone()).unwrap_or_default();
+        if !labels.is_empty() {
+            family(
+                &mut out,
+                "agent_label",
+                "gauge",
+                "The agent's labels (`agent.labels`), one sample each; always 1.",
+            );
+            for (key, value) in &labels {
+                sample(
+                    &mut out,
+                    "agent_label",
+                    &[("key", key), ("value", value)],
+                    "1",
+                );
+            }
+        }
 
         family(
             &mut out,
@@ -314,13 +355,14 @@ impl Metrics {
             &mut out,
             "agent_uploaded_bytes_total",
             "counter",
-            "Bytes of logs and artifacts uploaded.",
+            "Bytes uploaded to S3: jobs' artifacts, logs and cache, CodePipeline outputs, results.",
         );
         sample(
             &mut out,
             "agent_uploaded_bytes_total",
             &[],
-            &self.uploaded_bytes.load(Ordering::Relaxed).to_string(),
+            // The jobs' uploads, reported in their summaries, and the agent's own.
+            &(self.uploaded_bytes.load(Ordering::Relaxed) + self.own_uploads()).to_string(),
         );
 
         family(

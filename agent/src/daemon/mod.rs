@@ -8,6 +8,7 @@ pub mod codepipeline;
 pub mod git_credentials;
 pub mod http;
 pub mod janitor;
+pub mod lease;
 pub mod metrics;
 pub mod notify;
 pub mod result;
@@ -129,6 +130,10 @@ struct Daemon {
     runner: Arc<Runner>,
     cancel_tx: watch::Sender<Cancel>,
     slots: Arc<Semaphore>,
+    /// Told when a slot may have come free (a job ended, the concurrency went up).
+    freed: tokio::sync::Notify,
+    /// When the main loop last turned, for `/healthz`.
+    last_beat: std::sync::Mutex<Instant>,
     capacity: std::sync::Mutex<usize>,
     draining: std::sync::atomic::AtomicBool,
     started_at: String,
@@ -144,11 +149,12 @@ impl Daemon {
                 return exit::CANNOT_RUN;
             }
         };
-        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")).with_own_uploads());
         let concurrency = usize::try_from(config.agent.concurrency)
             .unwrap_or(1)
             .max(1);
         metrics.set_capacity(concurrency);
+        metrics.set_labels(&config.agent.labels);
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let exe = match std::env::current_exe() {
             Ok(exe) => exe,
@@ -173,6 +179,7 @@ impl Daemon {
             metrics: Arc::clone(&metrics),
             exe,
             running: std::sync::Mutex::new(Default::default()),
+            active: std::sync::Mutex::new(Default::default()),
             recent: std::sync::Mutex::new(Vec::new()),
         });
         let (cancel_tx, _) = watch::channel(Cancel::No);
@@ -182,6 +189,8 @@ impl Daemon {
             runner,
             cancel_tx,
             slots: Arc::new(Semaphore::new(concurrency)),
+            freed: tokio::sync::Notify::new(),
+            last_beat: std::sync::Mutex::new(Instant::now()),
             capacity: std::sync::Mutex::new(concurrency),
             draining: std::sync::atomic::AtomicBool::new(false),
             started_at: now_rfc3339(),
@@ -232,8 +241,10 @@ impl Daemon {
         let (edited_tx, mut edited) = mpsc::channel::<()>(1);
         let _config_watch = watch_config(&self.config_path, edited_tx);
         let mut jobs = JoinSet::new();
+        let mut alive = tokio::time::interval(LOOP_BEAT);
         let drained = loop {
             tokio::select! {
+                _ = alive.tick() => self.beat(),
                 Some(()) = edited.recv() => {
                     // Editors write in several steps; read the file once they are done.
                     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -244,12 +255,14 @@ impl Daemon {
                     let _ = notifier.ready();
                 }
                 Some(taken) = job_rx.recv() => {
-                    let runner = Arc::clone(&self.runner);
+                    let daemon = Arc::clone(&self);
                     let cancel = self.cancel_tx.subscribe();
                     jobs.spawn(async move {
-                        let Taken { polled, delivery, permit } = taken;
-                        runner.handle(Arc::clone(&polled.source), delivery, polled.max_receives, cancel).await;
+                        let Taken { polled, delivery, keeper, permit } = taken;
+                        let runner = Arc::clone(&daemon.runner);
+                        runner.handle(Arc::clone(&polled.source), delivery, keeper, polled.max_receives, cancel).await;
                         drop(permit);
+                        daemon.freed.notify_waiters();
                     });
                 }
                 Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
@@ -278,6 +291,7 @@ impl Daemon {
         pollers.stop().await;
         // Deliveries taken by a poller just before the drain go back to their source.
         while let Ok(taken) = job_rx.try_recv() {
+            taken.keeper.stop().await;
             let _ = taken.polled.source.release(&taken.delivery).await;
         }
         let drain = self.config().agent.drain_timeout;
@@ -332,6 +346,12 @@ impl Daemon {
     }
 
     /// Takes jobs from one source while slots are free, until told to stop.
+    ///
+    /// A poll holds no slot: an SQS long poll must not keep another source's job waiting.
+    /// A source is polled only while a slot is free, or after a failed poll (to learn
+    /// whether it is back, so that its health is never stale while jobs fill the slots).
+    /// What it delivers then waits for a slot with its lease kept, at most one delivery per
+    /// source.
     async fn poll(
         self: Arc<Self>,
         polled: Polled,
@@ -340,17 +360,14 @@ impl Daemon {
     ) {
         let name = polled.source.name().to_string();
         let mut backoff = Duration::from_secs(1);
+        let mut failing = false;
         loop {
             if *stop.borrow() {
                 return;
             }
-            let permit = tokio::select! {
-                permit = Arc::clone(&self.slots).acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = stop.changed() => return,
-            };
+            if !failing && !self.wait_for_free_slot(&mut stop).await {
+                return;
+            }
             let started = Instant::now();
             let next = tokio::select! {
                 next = polled.source.next() => next,
@@ -366,17 +383,30 @@ impl Daemon {
                 last_poll: Some(now_rfc3339()),
                 last_error: None,
             };
+            failing = error;
             match next {
                 Ok(Some(delivery)) => {
                     backoff = Duration::from_secs(1);
                     self.set_health(&polled, health);
+                    let keeper = lease::LeaseKeeper::start(&polled.source, &delivery);
+                    let permit = tokio::select! {
+                        permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
+                        _ = stop.changed() => None,
+                    };
+                    let Some(permit) = permit else {
+                        keeper.stop().await;
+                        let _ = polled.source.release(&delivery).await;
+                        return;
+                    };
                     let taken = Taken {
                         polled: polled.clone(),
                         delivery,
+                        keeper,
                         permit,
                     };
                     if let Err(unsent) = jobs.send(taken).await {
                         let taken = unsent.0;
+                        taken.keeper.stop().await;
                         let _ = taken.polled.source.release(&taken.delivery).await;
                         return;
                     }
@@ -386,7 +416,6 @@ impl Daemon {
                     self.set_health(&polled, health);
                 }
                 Err(e) => {
-                    drop(permit);
                     let fatal = matches!(e, SourceError::Fatal(_));
                     tracing::warn!(source = %name, error = %e, "polling failed");
                     health.last_error = Some(e.to_string());
@@ -406,6 +435,25 @@ impl Daemon {
         }
     }
 
+    /// Waits until a job slot is free, without taking it; `false` when told to stop.
+    async fn wait_for_free_slot(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a slot freed in between is not missed.
+            freed.as_mut().enable();
+            if self.slots.available_permits() > 0 {
+                return true;
+            }
+            tokio::select! {
+                () = &mut freed => {}
+                // A fallback: permits can also come back without a job ending (a reload).
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return false,
+            }
+        }
+    }
+
     fn set_health(&self, polled: &Polled, health: SourceHealth) {
         self.runner
             .metrics
@@ -419,6 +467,19 @@ impl Daemon {
                 ..health
             };
         }
+    }
+
+    fn beat(&self) {
+        if let Ok(mut last) = self.last_beat.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    /// Whether the main loop has turned lately (it beats every [`LOOP_BEAT`]).
+    fn loop_alive(&self) -> bool {
+        self.last_beat
+            .lock()
+            .is_ok_and(|last| last.elapsed() < LOOP_BEAT * 6)
     }
 
     fn healthy(&self) -> bool {
@@ -467,6 +528,7 @@ impl Daemon {
         if let Ok(mut capacity) = self.capacity.lock() {
             if wanted > *capacity {
                 self.slots.add_permits(wanted - *capacity);
+                self.freed.notify_waiters();
             } else if wanted < *capacity {
                 // Slots in use are taken back as their jobs finish.
                 let slots = Arc::clone(&self.slots);
@@ -480,6 +542,7 @@ impl Daemon {
             *capacity = wanted;
         }
         self.runner.metrics.set_capacity(wanted);
+        self.runner.metrics.set_labels(&new.agent.labels);
         tracing::info!(live = ?changes.live, restarted = ?changes.restart, concurrency = wanted, "config reloaded");
         let listener_moved = old.agent.metrics_address != new.agent.metrics_address;
         self.config_tx.send_replace(Arc::new(new));
@@ -621,9 +684,14 @@ fn watch_config(path: &Path, edited: mpsc::Sender<()>) -> Option<::notify::Recom
 const STOP_GRACE: Duration = Duration::from_secs(45);
 
 /// A delivery a poller took, with the slot it will run in.
+/// How often the main loop marks itself alive; `/healthz` fails after six missed beats.
+const LOOP_BEAT: Duration = Duration::from_secs(5);
+
 struct Taken {
     polled: Polled,
     delivery: source::Delivery,
+    /// Keeps the delivery's lease from its receipt on, slot wait included.
+    keeper: lease::LeaseKeeper,
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -688,6 +756,7 @@ impl http::StatusProvider for StatusView {
         }
         http::Status {
             agent: config.agent.name.clone(),
+            labels: config.agent.labels.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: daemon.started_at.clone(),
             state: if daemon.draining.load(Ordering::SeqCst) {
@@ -714,7 +783,8 @@ impl http::StatusProvider for StatusView {
     }
 
     fn healthy(&self) -> bool {
-        true
+        // The main loop, which takes jobs and answers signals, is turning.
+        self.0.loop_alive()
     }
 
     fn ready(&self) -> bool {

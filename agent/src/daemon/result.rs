@@ -43,6 +43,12 @@ pub struct JobResult {
     pub message: Option<String>,
     /// The agent instance that ran it.
     pub agent: String,
+    /// That agent's `agent.labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent_labels: BTreeMap<String, String>,
+    /// The job's own `labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// The source it came from.
     pub source: String,
     pub received_at: String,
@@ -74,6 +80,8 @@ mod tests {
             status: JobStatus::Rejected,
             message: None,
             agent: "a".into(),
+            agent_labels: Default::default(),
+            labels: Default::default(),
             source: "s".into(),
             received_at: "t".into(),
             finished_at: "t".into(),

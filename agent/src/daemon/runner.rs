@@ -17,9 +17,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::git_credentials;
+use super::lease::LeaseKeeper;
 use super::metrics::Metrics;
 use super::result::{JobResult, JobStatus};
-use super::source::{Delivery, JobSource, Lease};
+use super::source::{Delivery, JobSource};
 use super::state::{JournalEntry, State};
 use super::webhook::{Event, Webhooks};
 
@@ -50,6 +51,10 @@ pub struct Runner {
     /// This binary, run once per job.
     pub exe: PathBuf,
     pub running: Mutex<BTreeMap<String, Running>>,
+    /// Job ids being handled now, from their parse to their settlement: a second delivery
+    /// of one of them (a lease lost while it ran, a file dropped again) waits for the first
+    /// instead of running beside it in the same workspace.
+    pub active: Mutex<std::collections::BTreeSet<String>>,
     pub recent: Mutex<Vec<JobResult>>,
     /// Announces jobs' starts and ends.
     pub webhooks: Webhooks,
@@ -76,6 +81,22 @@ enum Outcome {
     Rejected(JobResult),
     /// Stopped by a drain: reported, the delivery given back for another run.
     Released(JobResult),
+    /// Not run here at all: given back as it came.
+    GiveBack,
+}
+
+/// Holds a job id in [`Runner::active`] until dropped.
+struct Active<'a> {
+    runner: &'a Runner,
+    job_id: String,
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut active) = self.runner.active.lock() {
+            active.remove(&self.job_id);
+        }
+    }
 }
 
 impl Runner {
@@ -84,6 +105,7 @@ impl Runner {
         self: Arc<Self>,
         source: Arc<dyn JobSource>,
         delivery: Delivery,
+        keeper: LeaseKeeper,
         max_receives: Option<u32>,
         cancel: watch::Receiver<Cancel>,
     ) {
@@ -100,29 +122,44 @@ impl Runner {
         };
         if let Err(e) = self.state.journal(&entry) {
             tracing::error!(error = %e, "cannot write the job journal; giving the job back");
+            keeper.stop().await;
             let _ = source.release(&delivery).await;
             return;
         }
+        let mut stopping = cancel.clone();
         let mut announce = Announce::default();
+        // Held until the delivery is settled, so that a second delivery waiting on it finds
+        // the result stored.
+        let mut held = None;
         let outcome = self
             .run(
                 &source,
                 &delivery,
                 &mut entry,
                 &mut announce,
+                &mut held,
                 max_receives,
                 cancel,
+                keeper.called_off(),
                 received,
                 &received_at,
             )
             .await;
+        // Stored or not, the settlement below decides; no beat may cross it.
+        let store = match &outcome {
+            Outcome::Done(result) | Outcome::Rejected(result) => {
+                self.record(result, source.name());
+                Some(self.store_patiently(result, &mut stopping).await)
+            }
+            _ => None,
+        };
+        keeper.stop().await;
         let settled = match &outcome {
             Outcome::Known(result) => source.complete(&delivery, result).await,
             Outcome::Done(result) | Outcome::Rejected(result) => {
-                self.record(result, source.name());
                 // The result is stored before the delivery is settled; if storing fails the
-                // delivery stays leased and comes back, never finished without a result.
-                match self.store(result).await {
+                // delivery is given back and comes again, never finished without a result.
+                match store.unwrap_or(Ok(())) {
                     Err(e) => {
                         tracing::error!(job = %result.job_id, error = %e, "cannot store the result; the job will be delivered again");
                         source.release(&delivery).await
@@ -140,6 +177,7 @@ impl Runner {
                 self.record(result, source.name());
                 source.release(&delivery).await
             }
+            Outcome::GiveBack => source.release(&delivery).await,
         };
         if let Err(e) = settled {
             tracing::warn!(source = source.name(), delivery = %delivery.name(), error = %e, "cannot settle the delivery");
@@ -148,6 +186,7 @@ impl Runner {
             let _ = std::fs::remove_dir_all(ws);
         }
         self.state.forget(&entry);
+        drop(held);
     }
 
     fn webhook_url(&self, announce: &Announce) -> Option<String> {
@@ -166,6 +205,37 @@ impl Runner {
                     started_at: announce.started_at.as_deref(),
                 },
             );
+        }
+    }
+
+    /// Stores the result, trying again with growing pauses (1 s to 30 s) for as long as it
+    /// fails and the agent is not stopping: a finished job's result is not given up on
+    /// because a disk or S3 had a bad minute. A drain or a stop gives up, and the delivery
+    /// goes back for another run.
+    async fn store_patiently(
+        &self,
+        result: &JobResult,
+        cancel: &mut watch::Receiver<Cancel>,
+    ) -> Result<(), String> {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let error = match self.store(result).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if *cancel.borrow() != Cancel::No {
+                return Err(error);
+            }
+            tracing::warn!(job = %result.job_id, error = %error, retry_in_s = pause.as_secs(), "cannot store the result; trying again");
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                changed = cancel.changed() => {
+                    if changed.is_err() || *cancel.borrow() != Cancel::No {
+                        return Err(error);
+                    }
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -194,6 +264,76 @@ impl Runner {
                 })?;
         }
         Ok(())
+    }
+
+    /// The AWS setup a job's own calls made by the daemon run with: the agent's, then the
+    /// job's role assumed from it.
+    async fn job_aws(
+        &self,
+        config: &Config,
+        job_id: &str,
+        role: Option<&jobspec::ResolvedRole>,
+    ) -> Result<aws_config::SdkConfig, String> {
+        let base = self.aws.get(config).await;
+        let Some(role) = role else {
+            return Ok(base);
+        };
+        let options = crate::aws::RoleOptions {
+            roles: vec![role.arn.as_str().to_string()],
+            external_id: role.external_id.clone(),
+            session_name: crate::aws::roles::session_name(&format!("agent-{job_id}")),
+            duration: None,
+            tags: role
+                .session_tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            source_identity: None,
+        };
+        crate::aws::assume_from(base, &options, Vec::new())
+            .await
+            .map(|aws| aws.config)
+            .map_err(|e| format!("cannot assume the job's role to read its git credentials: {e}"))
+    }
+
+    fn activate(&self, job_id: &str) -> Option<Active<'_>> {
+        let mut active = self.active.lock().ok()?;
+        active.insert(job_id.to_string()).then(|| Active {
+            runner: self,
+            job_id: job_id.to_string(),
+        })
+    }
+
+    /// A delivery of a job this agent is handling already: waits (its lease kept) until the
+    /// first delivery is settled, then acknowledges it with that result, or gives it back
+    /// when the first ended without one.
+    async fn after_first(
+        &self,
+        delivery: &Delivery,
+        job_id: &str,
+        mut cancel: watch::Receiver<Cancel>,
+    ) -> Outcome {
+        tracing::info!(job = %job_id, delivery = %delivery.name(), "delivered again while it runs here; waiting for the first delivery");
+        let mut check = tokio::time::interval(Duration::from_millis(200));
+        while self
+            .active
+            .lock()
+            .map(|a| a.contains(job_id))
+            .unwrap_or(false)
+        {
+            tokio::select! {
+                _ = check.tick() => {}
+                changed = cancel.changed() => {
+                    if changed.is_err() || *cancel.borrow() != Cancel::No {
+                        return Outcome::GiveBack;
+                    }
+                }
+            }
+        }
+        match self.known_result(job_id).await {
+            Some(result) => Outcome::Known(result),
+            None => Outcome::GiveBack,
+        }
     }
 
     /// A result stored by this agent, or by any agent of the fleet.
@@ -240,14 +380,16 @@ impl Runner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn run(
-        &self,
+    async fn run<'s>(
+        &'s self,
         source: &Arc<dyn JobSource>,
         delivery: &Delivery,
         entry: &mut JournalEntry,
         announce: &mut Announce,
+        held: &mut Option<Active<'s>>,
         max_receives: Option<u32>,
         cancel: watch::Receiver<Cancel>,
+        called_off: watch::Receiver<Option<String>>,
         received: Instant,
         received_at: &str,
     ) -> Outcome {
@@ -258,6 +400,8 @@ impl Runner {
             status,
             message: Some(message),
             agent: config.agent.name.clone(),
+            agent_labels: config.agent.labels.clone(),
+            labels: BTreeMap::new(),
             source: source.name().to_string(),
             received_at: received_at.to_string(),
             finished_at: super::now_rfc3339(),
@@ -284,8 +428,13 @@ impl Runner {
         };
         let with_kind = |mut r: JobResult| {
             r.kind = Some(kind.to_string());
+            r.labels.clone_from(&job.labels);
             r
         };
+        match self.activate(&job.id) {
+            Some(active) => *held = Some(active),
+            None => return self.after_first(delivery, &job.id, cancel).await,
+        }
         if let Some(done) = self.known_result(&job.id).await {
             tracing::info!(job = %job.id, "already has a result; acknowledging the delivery without running it again");
             return Outcome::Known(done);
@@ -318,8 +467,15 @@ impl Runner {
         }
         let needs_aws =
             matches!(&job.source, JobSourceSpec::Git(git) if git.credentials_secret.is_some());
+        // The secret is read as the job: with its role when it has one, so a job cannot
+        // send the agent a secret that its own role may not read.
         let aws = if needs_aws {
-            Some(self.aws.get(&config).await)
+            match self.job_aws(&config, &job.id, resolved.role.as_ref()).await {
+                Ok(aws) => Some(aws),
+                Err(message) => {
+                    return Outcome::Done(with_kind(blank(&job.id, JobStatus::Failed, message)));
+                }
+            }
         } else {
             None
         };
@@ -332,8 +488,8 @@ impl Runner {
         let prepared =
             match prepare(&job, &workspace, delivery.attachments.as_deref(), &fetchers).await {
                 Ok(p) => p,
-                Err(message) => {
-                    return Outcome::Done(with_kind(blank(&job.id, JobStatus::Fault, message)));
+                Err(e) => {
+                    return Outcome::Done(with_kind(blank(&job.id, e.status, e.message)));
                 }
             };
         let started_at = super::now_rfc3339();
@@ -365,7 +521,7 @@ impl Runner {
         self.metrics.job_started();
         let child = self
             .run_child(
-                &config, &job, &resolved, &prepared, source, delivery, entry, cancel,
+                &config, &job, &resolved, &prepared, delivery, entry, cancel, called_off,
             )
             .await;
         self.metrics.job_ended();
@@ -384,6 +540,9 @@ impl Runner {
             }
             Ok(ran) => {
                 fill_from_summary(&mut result, &ran.summary, kind);
+                if let Some(bytes) = ran.summary["uploaded_bytes"].as_u64() {
+                    self.metrics.bytes_uploaded(bytes);
+                }
                 let kept = self.state.log_path(&job.id);
                 if let Some(log) = find_log(&prepared.log_dir)
                     && std::fs::copy(&log, &kept).is_ok()
@@ -423,10 +582,10 @@ impl Runner {
         job: &JobSpec,
         resolved: &jobspec::Resolved,
         prepared: &Prepared,
-        source: &Arc<dyn JobSource>,
         delivery: &Delivery,
         entry: &mut JournalEntry,
         mut cancel: watch::Receiver<Cancel>,
+        mut lease: watch::Receiver<Option<String>>,
     ) -> Result<Ran, String> {
         // The child's summary and diagnostics live in the state directory, not the
         // workspace: a build that fills its workspace's disk must not take its own result
@@ -438,9 +597,14 @@ impl Runner {
         let stderr_path = scratch.join("agent.stderr");
         let args = match job.kind {
             JobKind::Build => build_args(config, job, resolved, prepared, &summary_path),
-            JobKind::Deploy => {
-                deploy_args(config, job, prepared, &summary_path, delivery.receive_count)
-            }
+            JobKind::Deploy => deploy_args(
+                config,
+                job,
+                resolved,
+                prepared,
+                &summary_path,
+                delivery.receive_count,
+            ),
         };
         let stderr = std::fs::File::create(&stderr_path)
             .map_err(|e| format!("{}: {e}", stderr_path.display()))?;
@@ -468,10 +632,19 @@ impl Runner {
         entry.pid = child.id();
         let _ = self.state.journal(entry);
         let mut stdin = child.stdin.take();
-        if let (Some(pipe), JobKind::Build) = (stdin.as_mut(), job.kind) {
+        if let Some(pipe) = stdin.as_mut() {
             let mut env = prepared.env.clone();
             env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let control = serde_json::json!({ "env": env });
+            let control = match job.kind {
+                // Secret references, not values: the build resolves them with its own
+                // credentials (the job's role), so a job reads only what its role may read.
+                JobKind::Build => serde_json::json!({
+                    "env": env,
+                    "parameter_store": job.secrets.parameter_store,
+                    "secrets_manager": job.secrets.secrets_manager,
+                }),
+                JobKind::Deploy => serde_json::json!({ "env": env }),
+            };
             let line = format!("{control}\n");
             if let Err(e) = pipe.write_all(line.as_bytes()).await {
                 return Err(format!("cannot hand the job its environment: {e}"));
@@ -480,34 +653,34 @@ impl Runner {
         let timeout = resolved.timeout + Duration::from_secs(60);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        // The first beat comes at once: a job called off before it started stops now.
-        let mut heartbeat = source.heartbeat().map(tokio::time::interval);
         let mut cancelled = false;
         let mut called_off = None;
         let mut overdue = false;
+        let mut killed = false;
+        // A job called off before it started stops now.
+        lease.mark_changed();
+        let mut lease_open = true;
+        let mut cancel_open = true;
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
-                () = async {
-                    match heartbeat.as_mut() {
-                        Some(beat) => { beat.tick().await; }
-                        None => std::future::pending::<()>().await,
+                changed = lease.changed(), if lease_open => {
+                    if changed.is_err() {
+                        lease_open = false;
+                        continue;
                     }
-                } => {
-                    match source.extend(delivery).await {
-                        Ok(Lease::Held) => {}
-                        Ok(Lease::Cancelled(reason)) => {
-                            if called_off.is_none() {
-                                tracing::info!(job = %job.id, reason = %reason, "the job's source called it off; stopping it");
-                                stop_gracefully(&mut stdin, &child, job.kind);
-                                called_off = Some(reason);
-                            }
-                        }
-                        Err(e) => tracing::warn!(job = %job.id, error = %e, "cannot extend the lease"),
+                    let reason = lease.borrow_and_update().clone();
+                    if let (Some(reason), None) = (reason, &called_off) {
+                        tracing::info!(job = %job.id, reason = %reason, "the job's source called it off; stopping it");
+                        stop_gracefully(&mut stdin, &child, job.kind);
+                        called_off = Some(reason);
                     }
                 }
-                changed = cancel.changed() => {
-                    if changed.is_err() { continue; }
+                changed = cancel.changed(), if cancel_open => {
+                    if changed.is_err() {
+                        cancel_open = false;
+                        continue;
+                    }
                     let level = *cancel.borrow();
                     match level {
                         Cancel::No => {}
@@ -517,6 +690,7 @@ impl Runner {
                         }
                         Cancel::Now => {
                             cancelled = true;
+                            killed = true;
                             signal_group(child.id(), nix::sys::signal::Signal::SIGKILL);
                         }
                     }
@@ -525,11 +699,20 @@ impl Runner {
                     // The build enforces its own timeout; this one catches a child that hangs.
                     // A completed sleep is ready at every poll: fire once, then wait for the exit.
                     overdue = true;
+                    killed = true;
                     tracing::warn!(job = %job.id, timeout_s = timeout.as_secs(), "the job outlived its timeout; killing it");
                     signal_group(child.id(), nix::sys::signal::Signal::SIGKILL);
                 }
             }
         };
+        if killed {
+            // A killed process cannot remove its container, whose commands would go on
+            // running while the slot is given to the next job.
+            let left = super::janitor::remove_job_leftovers(&config.agent.name, &job.id).await;
+            if left.containers > 0 {
+                tracing::warn!(job = %job.id, containers = left.containers, "removed the killed job's containers");
+            }
+        }
         let exit = match status {
             Ok(s) => s.to_string(),
             Err(e) => e.to_string(),
@@ -640,12 +823,47 @@ struct Fetchers<'a> {
     git_paths: &'a [PathBuf],
 }
 
+/// Why a workspace could not be prepared, and whose fault that is: the job's (a missing
+/// ref, refused credentials, a buildspec outside the source) fails it; the agent's or the
+/// network's (a full disk, a source host still down after the retries) is a FAULT.
+struct PrepareError {
+    status: JobStatus,
+    message: String,
+}
+
+impl From<String> for PrepareError {
+    fn from(message: String) -> Self {
+        PrepareError {
+            status: JobStatus::Fault,
+            message,
+        }
+    }
+}
+
+impl PrepareError {
+    fn job(message: String) -> Self {
+        PrepareError {
+            status: JobStatus::Failed,
+            message,
+        }
+    }
+
+    fn fetch<E: Transient>(what: &str, e: &E) -> Self {
+        let message = format!("{what}: {e}");
+        if e.is_transient() {
+            PrepareError::from(message)
+        } else {
+            PrepareError::job(message)
+        }
+    }
+}
+
 async fn prepare(
     job: &JobSpec,
     root: &Path,
     attached: Option<&Path>,
     fetchers: &Fetchers<'_>,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, PrepareError> {
     let mut env = BTreeMap::new();
     let src = root.join("src");
     let log_dir = root.join("logs");
@@ -663,8 +881,9 @@ async fn prepare(
         _ if attached.is_some() => src.display().to_string(),
         JobSourceSpec::Inline(inline) => {
             for (name, text) in &inline.files {
-                let relative = crate::source::unpack::enclosed(name)
-                    .ok_or_else(|| format!("inline file `{name}` leaves the source"))?;
+                let relative = crate::source::unpack::enclosed(name).ok_or_else(|| {
+                    PrepareError::job(format!("inline file `{name}` leaves the source"))
+                })?;
                 let path = src.join(relative);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -693,7 +912,7 @@ async fn prepare(
                 crate::source::git_fetch::fetch(&fetchers.git_cache, &request, &src)
             })
             .await
-            .map_err(|e| format!("cannot fetch the git source: {e}"))?;
+            .map_err(|e| PrepareError::fetch("cannot fetch the git source", &e))?;
             env.insert("CODEBUILD_SOURCE_REPO_URL".into(), git.url.clone());
             env.insert(
                 "CODEBUILD_SOURCE_VERSION".into(),
@@ -710,7 +929,7 @@ async fn prepare(
                 crate::source::https::fetch(&https.url, https.sha256.as_deref(), &src, &limits)
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PrepareError::fetch("cannot fetch the https source", &e))?;
             src.display().to_string()
         }
     };
@@ -721,8 +940,9 @@ async fn prepare(
             Some(path)
         }
         Some(jobspec::Buildspec::Path(path)) => {
-            let relative = crate::source::unpack::enclosed(&path)
-                .ok_or_else(|| format!("the buildspec path `{path}` leaves the source"))?;
+            let relative = crate::source::unpack::enclosed(&path).ok_or_else(|| {
+                PrepareError::job(format!("the buildspec path `{path}` leaves the source"))
+            })?;
             if source.starts_with("s3://") {
                 Some(relative)
             } else {
@@ -731,6 +951,14 @@ async fn prepare(
         }
         None => None,
     };
+    if !matches!(job.buildspec(), Some(jobspec::Buildspec::Inline(_)))
+        && !source.starts_with("s3://")
+    {
+        let path = buildspec
+            .clone()
+            .unwrap_or_else(|| src.join("buildspec.yml"));
+        enclosed_in(&path, &src)?;
+    }
     Ok(Prepared {
         root: root.to_path_buf(),
         source,
@@ -738,6 +966,27 @@ async fn prepare(
         log_dir,
         env,
     })
+}
+
+/// Refuses a buildspec that is a link out of the source: the job's author chose the
+/// source, and the buildspec's text (diagnostics included) reaches the result.
+fn enclosed_in(path: &Path, src: &Path) -> Result<(), PrepareError> {
+    let Ok(real) = path.canonicalize() else {
+        // Missing: the build says so with its own hint.
+        return Ok(());
+    };
+    let root = src
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    if real.starts_with(&root) {
+        Ok(())
+    } else {
+        let shown = path.strip_prefix(src).unwrap_or(path);
+        Err(PrepareError::job(format!(
+            "the buildspec `{}` is a link that leads out of the source; the agent reads buildspecs only from inside the source",
+            shown.display()
+        )))
+    }
 }
 
 fn build_args(
@@ -823,8 +1072,15 @@ fn build_args(
     if let Some(region) = &config.aws.region {
         flag("--region", region.clone());
     }
+    for (key, value) in &job.labels {
+        flag("--label", format!("{key}={value}"));
+    }
     if resolved.privileged {
         args.push("--privileged".into());
+    }
+    if config.deploy.allowed_destinations.is_empty() {
+        // The config's empty list means no files, not deploy-local's own defaults.
+        args.push("--no-destinations".into());
     }
     args.push("--quiet".into());
     args.push("--control-stdin".into());
@@ -834,6 +1090,7 @@ fn build_args(
 fn deploy_args(
     config: &Config,
     job: &JobSpec,
+    resolved: &jobspec::Resolved,
     prepared: &Prepared,
     summary: &Path,
     attempt: u32,
@@ -847,6 +1104,19 @@ fn deploy_args(
     flag("--root", config.deploy.root.display().to_string());
     flag("--summary", summary.display().to_string());
     flag("--max-revisions", config.deploy.max_revisions.to_string());
+    flag(
+        "--timeout",
+        format!("{}s", resolved.timeout.as_secs().max(1)),
+    );
+    if let Some(role) = &resolved.role {
+        flag("--role-arn", role.arn.as_str().to_string());
+        if let Some(id) = &role.external_id {
+            flag("--external-id", id.clone());
+        }
+        for (k, v) in &role.session_tags {
+            flag("--session-tag", format!("{k}={v}"));
+        }
+    }
     // A redelivered job is a new deployment of the same revision.
     let id = if attempt > 1 {
         format!("{}.{attempt}", job.id)
@@ -899,7 +1169,12 @@ fn deploy_args(
         args.push("--region".into());
         args.push(region.clone());
     }
+    if config.deploy.allowed_destinations.is_empty() {
+        // The config's empty list means no files, not deploy-local's own defaults.
+        args.push("--no-destinations".into());
+    }
     args.push("--quiet".into());
+    args.push("--control-stdin".into());
     args
 }
 
@@ -911,8 +1186,8 @@ fn fill_from_summary(result: &mut JobResult, summary: &serde_json::Value, kind: 
     let status = summary["status"].as_str().unwrap_or("");
     result.status = match (kind, status) {
         (_, "SUCCEEDED" | "Succeeded") => JobStatus::Succeeded,
-        (_, "TIMED_OUT") => JobStatus::TimedOut,
-        (_, "STOPPED") => JobStatus::Stopped,
+        (_, "TIMED_OUT" | "TimedOut") => JobStatus::TimedOut,
+        (_, "STOPPED" | "Stopped") => JobStatus::Stopped,
         (_, "FAULT") => JobStatus::Fault,
         _ => JobStatus::Failed,
     };

@@ -118,6 +118,11 @@ impl SpoolSource {
                 continue;
             };
             let claimed = self.claimed.join(name);
+            // A job of that name still runs here: a rename would replace its claim, and
+            // settling one would settle both. It waits in the inbox for the first to end.
+            if claimed.symlink_metadata().is_ok() {
+                continue;
+            }
             // Another agent may have won this one; try the next.
             if std::fs::rename(&path, &claimed).is_err() {
                 continue;
@@ -182,8 +187,8 @@ impl JobSource for SpoolSource {
 
     fn next(&self) -> BoxFuture<'_, Result<Option<Delivery>, SourceError>> {
         Box::pin(async move {
-            // A short window: a poll holds one of the agent's job slots, which the other
-            // sources wait for in turn.
+            // A short window, so the poller looks again soon whether a slot is still free
+            // (it polls only then).
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
             loop {
                 // Register for the wake-up before scanning, so a file dropped during the

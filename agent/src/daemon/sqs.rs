@@ -595,6 +595,8 @@ mod tests {
             status: JobStatus::Rejected,
             message: message.map(str::to_string),
             agent: "a".to_string(),
+            agent_labels: Default::default(),
+            labels: Default::default(),
             source: "sqs:jobs".to_string(),
             received_at: String::new(),
             finished_at: String::new(),

@@ -497,6 +497,8 @@ mod tests {
             status: JobStatus::Failed,
             message: Some("BUILD FAILED: exit 1".into()),
             agent: "runner-a".into(),
+            agent_labels: Default::default(),
+            labels: Default::default(),
             source: "sqs:jobs".into(),
             received_at: "2025-01-01T00:00:00Z".into(),
             finished_at: "2025-01-01T00:01:00Z".into(),

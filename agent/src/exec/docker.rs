@@ -48,6 +48,8 @@ pub struct DockerOptions {
     pub pull: PullPolicy,
     pub privileged: bool,
     pub limits: Limits,
+    /// The job's own labels, set as `agent.label.<key>` beside the agent's.
+    pub labels: Vec<(String, String)>,
 }
 
 pub struct DockerExecutor {
@@ -95,10 +97,13 @@ impl DockerExecutor {
             binds.push(format!("{}:{target}", dir.display()));
             secondary.push((id.clone(), target));
         }
-        let labels = HashMap::from([
-            (LABEL_JOB.to_string(), options.build_id.clone()),
-            (LABEL_INSTANCE.to_string(), instance_name()),
-        ]);
+        let mut labels: HashMap<String, String> = options
+            .labels
+            .iter()
+            .map(|(k, v)| (format!("agent.label.{k}"), v.clone()))
+            .collect();
+        labels.insert(LABEL_JOB.to_string(), options.build_id.clone());
+        labels.insert(LABEL_INSTANCE.to_string(), instance_name());
         let body = ContainerCreateBody {
             image: Some(options.image.clone()),
             entrypoint: Some(vec![String::new()]),

@@ -72,6 +72,12 @@ pub struct RunLocalArgs {
     /// A secret variable: set like -e, and masked in every output. Repeatable.
     #[arg(long, value_name = "NAME=VALUE")]
     pub secret: Vec<String>,
+    /// Parameter Store references from the daemon's control channel, by variable name.
+    #[arg(skip)]
+    pub job_parameter_store: Vec<(String, String)>,
+    /// Secrets Manager references from the daemon's control channel, by variable name.
+    #[arg(skip)]
+    pub job_secrets_manager: Vec<(String, String)>,
     /// A file of NAME=VALUE secret lines.
     #[arg(long = "secret-file", value_name = "FILE")]
     pub secret_file: Vec<PathBuf>,
@@ -106,6 +112,9 @@ pub struct RunLocalArgs {
     /// Most processes the build container may have.
     #[arg(long = "pids-limit", value_name = "N", default_value_t = 4096)]
     pub pids_limit: i64,
+    /// A label for the build container, as `agent.label.KEY=VALUE`. Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
     /// The AWS profile for credentials (default: the standard chain).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
@@ -156,6 +165,13 @@ pub struct Control {
     pub env: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub secrets: std::collections::BTreeMap<String, String>,
+    /// The job's `secrets`: references, resolved by the build with its own credentials
+    /// (the job's role), as if the buildspec's `env.parameter-store` listed them.
+    #[serde(default)]
+    pub parameter_store: std::collections::BTreeMap<String, String>,
+    /// Likewise for `env.secrets-manager`.
+    #[serde(default)]
+    pub secrets_manager: std::collections::BTreeMap<String, String>,
 }
 
 impl Control {
@@ -215,8 +231,19 @@ impl RunLocalArgs {
                 nano_cpus: (self.cpus * 1e9) as i64,
                 pids: self.pids_limit,
             },
+            labels: self.label.clone(),
         }
     }
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}` has no key"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 fn parse_secondary(text: &str) -> Result<(String, PathBuf), String> {

@@ -51,6 +51,8 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
                     .extend(control.env.iter().map(|(k, v)| format!("{k}={v}")));
                 with.secret
                     .extend(control.secrets.iter().map(|(k, v)| format!("{k}={v}")));
+                with.job_parameter_store.extend(control.parameter_store);
+                with.job_secrets_manager.extend(control.secrets_manager);
                 Arc::new(with)
             }
             Err(message) => {
@@ -380,6 +382,13 @@ fn save_summary(summary: &Summary, path: Option<&Path>, secrets: &[String], mask
         .map_err(std::io::Error::other)
         .and_then(|mut value| {
             mask_strings(&mut value, &mask);
+            if let Some(fields) = value.as_object_mut() {
+                // For the daemon's `agent_uploaded_bytes_total`: artifacts, logs, cache.
+                fields.insert(
+                    "uploaded_bytes".into(),
+                    crate::aws::uploaded::total().into(),
+                );
+            }
             write_summary(&value, path)
         });
     if let Err(e) = written {
@@ -446,7 +455,8 @@ fn prepare(args: &RunLocalArgs, build_id: String) -> Result<BuildRequest, String
         .map_err(|e| format!("error: source directory {}: {e}", args.source.display()))?;
     let buildspec_path = locate_buildspec(args.buildspec.as_deref(), &source_dir)?;
     let display = buildspec_path.display().to_string();
-    let spec = load_buildspec(&buildspec_path, &display)?;
+    let mut spec = load_buildspec(&buildspec_path, &display)?;
+    add_job_secrets(&mut spec, args)?;
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(read_env_file(file, "--env-file")?);
@@ -508,6 +518,46 @@ fn prepare(args: &RunLocalArgs, build_id: String) -> Result<BuildRequest, String
         source_url: None,
         initiator: std::env::var("USER").unwrap_or_else(|_| "local".to_string()),
     })
+}
+
+/// Adds the job's secret references to the buildspec's, so that they are resolved and
+/// masked exactly as the buildspec's own, with the build's credentials. A job's variable
+/// replaces a buildspec variable of the same name.
+fn add_job_secrets(spec: &mut Buildspec, args: &RunLocalArgs) -> Result<(), String> {
+    use buildspec::buildspec::{SecretRef, SecretVariable, Variable};
+    use buildspec::{Span, Spanned};
+    let env = &mut spec.env;
+    let names: Vec<&str> = args
+        .job_parameter_store
+        .iter()
+        .chain(&args.job_secrets_manager)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    env.variables
+        .retain(|v| !names.contains(&v.name.value.as_str()));
+    env.parameter_store
+        .retain(|v| !names.contains(&v.name.value.as_str()));
+    env.secrets_manager
+        .retain(|v| !names.contains(&v.name.value.as_str()));
+    let spanned = |text: &str| Spanned::new(text.to_string(), Span::default());
+    for (name, reference) in &args.job_parameter_store {
+        env.parameter_store.push(Variable {
+            name: spanned(name),
+            value: spanned(reference),
+        });
+    }
+    for (name, reference) in &args.job_secrets_manager {
+        let parsed = SecretRef::parse(reference).map_err(|why| {
+            format!(
+                "error: the job's secret `{name}` has an invalid Secrets Manager reference: {why}"
+            )
+        })?;
+        env.secrets_manager.push(SecretVariable {
+            name: spanned(name),
+            reference: Spanned::new(parsed, Span::default()),
+        });
+    }
+    Ok(())
 }
 
 fn read_env_file(file: &Path, flag: &str) -> Result<Vec<(String, String)>, String> {

@@ -216,6 +216,11 @@ impl Check<'_, '_> {
                 ("privileged", w.privileged.is_some()),
                 ("artifacts", w.artifacts.is_some()),
                 ("cache", w.cache.is_some()),
+                // Hooks run on the host with no masking pipeline around their output.
+                (
+                    "secrets",
+                    !(w.secrets.secrets_manager.is_empty() && w.secrets.parameter_store.is_empty()),
+                ),
             ];
             match kind {
                 JobKind::Build => {
