@@ -38,16 +38,34 @@ fn spool_jobs_run_to_one_result_each() {
         b["message"].as_str().unwrap().contains("BUILD FAILED"),
         "{b:#}"
     );
+    // Artifacts with no S3 destination are kept in the state directory, where the result
+    // points.
+    daemon.submit(
+        "job-c",
+        &json!({
+            "version": 1, "id": "job-c", "kind": "build",
+            "source": {"type": "inline", "files": {"buildspec.yml":
+                "version: 0.2\nphases:\n  build:\n    commands:\n      - echo kept > out.txt\nartifacts:\n  files: [out.txt]\n"}}
+        }),
+    );
+    let c = daemon.result("job-c", Duration::from_secs(60));
+    assert_eq!(c["status"], "SUCCEEDED", "{c:#}");
+    let location = Path::new(c["artifacts"][0].as_str().unwrap());
+    assert!(location.starts_with(daemon.path("state")), "{c:#}");
+    assert_eq!(
+        fs::read_to_string(location.join("out.txt")).unwrap(),
+        "kept\n"
+    );
     // Results are also kept by job id in the state directory; workspaces are gone.
     assert!(daemon.path("state/results/job-a.json").is_file());
     assert!(fs::read_dir(daemon.path("work")).unwrap().next().is_none());
     assert!(daemon.containers().is_empty());
     let status = daemon.status().unwrap();
-    assert_eq!(status["counts"]["SUCCEEDED"], 1);
+    assert_eq!(status["counts"]["SUCCEEDED"], 2);
     assert_eq!(status["counts"]["FAILED"], 1);
     let metrics = http_get(daemon.port, "/metrics");
     assert!(
-        metrics.contains("agent_jobs_total{kind=\"build\",status=\"SUCCEEDED\"} 1"),
+        metrics.contains("agent_jobs_total{kind=\"build\",status=\"SUCCEEDED\"} 2"),
         "{metrics}"
     );
 
@@ -62,10 +80,10 @@ fn spool_jobs_run_to_one_result_each() {
     assert_eq!(again["exported_variables"]["GREETING"], "hi-world");
     assert_eq!(again["received_at"], a["received_at"]);
     assert!(!daemon.path("spool/inbox/job-a.json").exists());
-    let metrics = http_get(daemon.port, "/metrics");
-    assert!(
-        metrics.contains("agent_jobs_total{kind=\"build\",status=\"SUCCEEDED\"} 1"),
-        "{metrics}"
+    assert_eq!(
+        jobs_total(&daemon, "build", "SUCCEEDED"),
+        2,
+        "not run again"
     );
 }
 
@@ -149,6 +167,40 @@ fn a_killed_daemon_cleans_up_and_the_job_runs_again_to_one_result() {
         "{}",
         daemon.log()
     );
+
+    // The daemon alone killed: the job's process, in its own group, lives on until the
+    // restarted daemon's janitor ends it.
+    daemon.submit(
+        "job-orphan",
+        &build_job("job-orphan", &["sleep 30", "export GREETING=orphan"]),
+    );
+    wait_running(&daemon, 1);
+    daemon.signal("KILL");
+    daemon.wait_exit(Duration::from_secs(5));
+    assert!(
+        !daemon.job_processes().is_empty(),
+        "the job outlives the daemon"
+    );
+    let orphans = daemon.job_processes();
+    daemon.launch();
+    let result = daemon.result("job-orphan", Duration::from_secs(90));
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    for pid in orphans {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists() || !daemon.job_processes().contains(&pid),
+            "the old run's process {pid} was ended"
+        );
+    }
+    // Nothing of either run is left: containers, processes, workspaces, journal, scratch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.job_processes().is_empty() || !daemon.containers().is_empty() {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for dir in ["work", "state/journal", "state/running"] {
+        let left: Vec<_> = fs::read_dir(daemon.path(dir)).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
 }
 
 #[test]
@@ -421,6 +473,41 @@ fn an_sqs_long_poll_does_not_keep_a_spool_job_waiting() {
         took < Duration::from_secs(12),
         "the spool job waited {took:?} behind the long poll"
     );
+}
+
+#[test]
+fn a_workspace_the_agent_cannot_empty_is_emptied_in_a_container() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = serial();
+    let image = common::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("job-1");
+    // What a build leaves: nested directories, dot files, a directory with no permissions.
+    fs::create_dir_all(ws.join("src/node_modules/.bin")).unwrap();
+    fs::write(ws.join("src/.env"), "x").unwrap();
+    fs::write(ws.join("src/node_modules/.bin/tool"), "x").unwrap();
+    fs::write(ws.join("..hidden"), "x").unwrap();
+    fs::create_dir(ws.join("src/locked")).unwrap();
+    fs::write(ws.join("src/locked/f"), "x").unwrap();
+    fs::set_permissions(ws.join("src/locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    let instance = format!("test-{}", &uuid_like()[..12]);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(agent::daemon::workspace::empty_in_container(
+            &ws, image, &instance,
+        ))
+        .unwrap();
+    assert!(fs::read_dir(&ws).unwrap().next().is_none(), "emptied");
+    let left = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=agent.instance={instance}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "its container is gone");
 }
 
 #[test]
@@ -720,6 +807,45 @@ fn sqs_jobs_run_and_poison_messages_go_to_the_dead_letter_queue() {
     ));
     assert!(reason.starts_with("not a job\n"), "{reason}");
     assert!(reason.contains("not a valid JobSpec"), "{reason}");
+}
+
+#[test]
+fn a_message_delivered_too_often_is_not_run_and_goes_to_the_dead_letter_queue() {
+    let _serial = serial();
+    let queue = format!("poison-{}", &uuid_like()[..10]);
+    let urls = common::boto3(&format!(
+        "sqs = boto3.client('sqs', **kw)\nq = sqs.create_queue(QueueName='{queue}')['QueueUrl']\nd = sqs.create_queue(QueueName='{queue}-dlq')['QueueUrl']\nprint(q)\nprint(d)"
+    ));
+    let mut lines = urls.lines();
+    let (queue_url, dlq_url) = (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    );
+    // Received once already by an agent that died with it: the daemon's receive is the
+    // second, past a limit of one.
+    let body = serde_json::to_string(&build_job("poison-1", &["echo never-runs"])).unwrap();
+    let body_file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(body_file.path(), &body).unwrap();
+    common::boto3(&format!(
+        "sqs = boto3.client('sqs', **kw)\nsqs.send_message(QueueUrl='{queue_url}', MessageBody=open('{}').read())\nm = sqs.receive_message(QueueUrl='{queue_url}', VisibilityTimeout=0, AttributeNames=['All'])['Messages']\nassert len(m) == 1",
+        body_file.path().display()
+    ));
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nmax_receive_count = 1\ndead_letter_queue_url = \"{dlq_url}\"\n",
+        common::moto()
+    );
+    let daemon = Daemon::start(&extra);
+    let result = daemon.stored_result("poison-1", Duration::from_secs(60));
+    assert_eq!(result["status"], "FAILED", "{result:#}");
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("delivered 2 times without a result (the limit is 1)"),
+        "{message}"
+    );
+    daemon.wait_queues(&[(&queue_url, 0), (&dlq_url, 1)], Duration::from_secs(20));
+    assert_eq!(jobs_total(&daemon, "build", "SUCCEEDED"), 0);
+    assert!(daemon.containers().is_empty());
+    assert!(result["log"].is_null(), "nothing ran: {result:#}");
 }
 
 #[test]

@@ -70,18 +70,28 @@ pub async fn reconcile(
         }
         state.forget(&entry);
     }
-    if let Ok(entries) = std::fs::read_dir(&config.agent.work_dir) {
-        for entry in entries.flatten() {
-            if std::fs::remove_dir_all(entry.path()).is_ok() {
-                done.workspaces += 1;
-            }
-        }
-    }
+    // Containers first: their commands may still be writing into the workspaces.
     remove_labelled(
         vec![format!("{LABEL_INSTANCE}={}", config.agent.name)],
         &mut done,
     )
     .await;
+    if let Ok(entries) = std::fs::read_dir(&config.agent.work_dir) {
+        for entry in entries.flatten() {
+            let removed = super::workspace::remove(
+                &entry.path(),
+                &config.jobs.default_image,
+                &config.agent.name,
+            )
+            .await;
+            match removed {
+                Ok(()) => done.workspaces += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot remove a workspace the previous run left")
+                }
+            }
+        }
+    }
     if !done.completed.is_empty()
         || !done.released.is_empty()
         || done.containers > 0

@@ -18,6 +18,7 @@ pub mod spool;
 pub mod sqs;
 pub mod state;
 pub mod webhook;
+pub mod workspace;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -183,10 +183,20 @@ impl Runner {
             tracing::warn!(source = source.name(), delivery = %delivery.name(), error = %e, "cannot settle the delivery");
         }
         if let Some(ws) = &entry.workspace {
-            let _ = std::fs::remove_dir_all(ws);
+            self.remove_workspace(ws).await;
         }
         self.state.forget(&entry);
         drop(held);
+    }
+
+    async fn remove_workspace(&self, workspace: &Path) {
+        let config = self.config.borrow().clone();
+        if let Err(e) =
+            super::workspace::remove(workspace, &config.jobs.default_image, &config.agent.name)
+                .await
+        {
+            tracing::warn!(workspace = %workspace.display(), error = %e, "cannot remove the job's workspace; the janitor tries again at the next start");
+        }
     }
 
     fn webhook_url(&self, announce: &Announce) -> Option<String> {
@@ -460,7 +470,7 @@ impl Runner {
             }
         };
         let workspace = config.agent.work_dir.join(&job.id);
-        let _ = std::fs::remove_dir_all(&workspace);
+        self.remove_workspace(&workspace).await;
         entry.workspace = Some(workspace.clone());
         if let Err(e) = self.state.journal(entry) {
             return Outcome::Released(with_kind(blank(&job.id, JobStatus::Fault, e)));
@@ -594,6 +604,8 @@ impl Runner {
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
         let summary_path = scratch.join("summary.json");
+        // A job run again (after a drain gave it back) starts with no artifacts of before.
+        let _ = std::fs::remove_dir_all(local_artifacts(config, &job.id));
         let stderr_path = scratch.join("agent.stderr");
         let args = match job.kind {
             JobKind::Build => build_args(config, job, resolved, prepared, &summary_path),
@@ -1041,9 +1053,10 @@ fn build_args(
                 }
             }
         }
+        // Kept beside the job's log: the workspace is removed once the job is settled.
         (None, _) => flag(
             "--artifacts",
-            prepared.root.join("artifacts").display().to_string(),
+            local_artifacts(config, &job.id).display().to_string(),
         ),
     }
     if let Some(logs) = &config.storage.logs {
@@ -1085,6 +1098,11 @@ fn build_args(
     args.push("--quiet".into());
     args.push("--control-stdin".into());
     args
+}
+
+/// Where the artifacts of a build with no S3 destination are kept.
+fn local_artifacts(config: &Config, job_id: &str) -> PathBuf {
+    config.agent.state_dir.join("artifacts").join(job_id)
 }
 
 fn deploy_args(

@@ -11,9 +11,9 @@
 //!
 //! Poison messages: a message that keeps coming back (the agent crashing on it, or a job that
 //! never finishes within its lease) is delivered with a growing `receive_count`. `next` still
-//! hands it over, because the daemon has to store a result for it; the daemon checks
-//! [`SqsSource::is_poison`] before running anything and, for a poison delivery, stores a
-//! `REJECTED` (or `FAILED`) result and calls [`JobSource::reject`], which moves the message to
+//! hands it over, because the daemon has to store a result for it; before running anything
+//! the daemon compares the count with `max_receive_count` (the rule of
+//! [`SqsSource::is_poison`]) and, for a poison delivery, stores a `FAILED` result and calls [`JobSource::reject`], which moves the message to
 //! the dead-letter queue when one is configured and deletes it in every case.
 
 use std::time::Duration;

@@ -6,6 +6,7 @@
 //! <state>/journal/<key>.json   a delivery being worked on
 //! <state>/results/<job>.json   final results, by job id
 //! <state>/logs/<job>.log       the job's log, kept after its workspace is removed
+//! <state>/artifacts/<job>/     a build's artifacts when the job names no S3 destination
 //! <state>/running/<job>/       the running job process's summary and stderr
 //! ```
 
