@@ -1,8 +1,8 @@
 //! Fetching a job's git source with libgit2.
 //!
 //! Each repository gets a bare mirror under `<cache>/mirrors/`, so a job after the first
-//! downloads only what is new. A checkout is then made from the mirror's objects (hard links,
-//! no network) with `origin` set to the real url, so the build sees an ordinary clone.
+//! downloads only what is new. A checkout is then made from a copy of the mirror's objects
+//! (no network) with `origin` set to the real url, so the build sees an ordinary clone.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashSet};
@@ -286,7 +286,6 @@ fn fetch_blocking(
         url = %remote.shown,
         files = copied.files,
         bytes = copied.bytes,
-        hard_linked = copied.linked,
         "copied mirror objects into the checkout"
     );
 
@@ -900,19 +899,16 @@ fn tag_refs(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Error> {
 struct Copied {
     files: usize,
     bytes: u64,
-    linked: bool,
 }
 
-/// Gives the checkout its own copy of the mirror's objects: hard links where the cache and the
-/// checkout share a filesystem. Git never rewrites a pack or loose object in place, so sharing
-/// the files is safe, and unlike alternates the checkout stays whole when mounted alone into a
-/// build container.
+/// Gives the checkout its own copy of the mirror's objects. A copy, not hard links: the build
+/// runs as root in its container with the checkout mounted, and a write through a shared
+/// inode would corrupt the mirror every later job of the repository starts from.
+/// `fs::copy` asks the kernel to copy (`copy_file_range`), which shares the blocks on
+/// filesystems that can (Btrfs, XFS). Unlike alternates, the checkout stays whole when
+/// mounted alone into a build container.
 fn copy_objects(from: &Path, to: &Path) -> Result<Copied, GitError> {
-    let mut copied = Copied {
-        files: 0,
-        bytes: 0,
-        linked: true,
-    };
+    let mut copied = Copied { files: 0, bytes: 0 };
     for entry in fs::read_dir(from).map_err(io_error("read", from))? {
         let entry = entry.map_err(io_error("read", from))?;
         let name = entry.file_name();
@@ -941,12 +937,6 @@ fn copy_objects(from: &Path, to: &Path) -> Result<Copied, GitError> {
             }
             let source = file.path();
             let target = target_dir.join(file_name);
-            if copied.linked && fs::hard_link(&source, &target).is_ok() {
-                copied.files += 1;
-                copied.bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
-                continue;
-            }
-            copied.linked = false;
             copied.bytes += fs::copy(&source, &target).map_err(io_error("copy", &source))?;
             copied.files += 1;
         }

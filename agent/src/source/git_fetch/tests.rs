@@ -308,6 +308,38 @@ async fn second_fetch_reuses_the_mirror_and_gets_only_news() {
 }
 
 #[tokio::test]
+async fn a_build_writing_into_its_objects_leaves_the_mirror_whole() {
+    let fx = Fixture::new();
+    let url = fx.file_url();
+    let first = fx.dest("one");
+    fetch_ok(&fx.cache(), &request(&url, None), &first).await;
+    // What a root build may do to its checkout: overwrite every object file in place.
+    let mut overwritten = 0;
+    for dir in std::fs::read_dir(first.join(".git/objects"))
+        .unwrap()
+        .flatten()
+    {
+        if dir.file_name() == "info" {
+            continue;
+        }
+        for file in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let mut perms = file.metadata().unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(file.path(), perms).unwrap();
+            std::fs::write(file.path(), b"garbage").unwrap();
+            overwritten += 1;
+        }
+    }
+    assert!(overwritten > 0);
+    let second = fx.dest("two");
+    let fetched = fetch_ok(&fx.cache(), &request(&url, None), &second).await;
+    assert!(fetched.reused_mirror);
+    git(&second, &["fsck", "--no-dangling"]);
+    assert_eq!(git(&second, &["status", "--porcelain"]), "");
+}
+
+#[tokio::test]
 async fn submodules_checked_out_when_asked() {
     let fx = Fixture::new();
     let url = fx.file_url();
