@@ -354,7 +354,7 @@ pub struct SqsSource {
     /// `aws.endpoint_url` host in tests).
     pub queue_url: String,
     /// How long a received message stays hidden from other agents while its job runs;
-    /// the agent extends it while the job goes on. `0s` to `12h`.
+    /// the agent extends it while the job goes on. `1s` to `12h`.
     #[serde(
         default = "defaults::visibility_timeout",
         serialize_with = "serialize_duration"

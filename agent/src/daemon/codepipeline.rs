@@ -5,7 +5,8 @@
 //!
 //! * `next` polls for one job of the action type (`owner` is always `Custom`), claims it
 //!   with its nonce, fetches every input artifact with the job's own `artifactCredentials`
-//!   and unpacks it under `<work_dir>/codepipeline/<job id>/input/<artifact name>`; the first
+//!   and unpacks it under `<work_dir>/+codepipeline/codepipeline/<job id>/input/<artifact
+//!   name>` (the source's own directory beside the workspaces); the first
 //!   (primary) input becomes [`Delivery::attachments`], which the runner makes the build's
 //!   source. The job becomes a JobSpec (see [`job_spec`]) with the id `cp-<job id>`.
 //! * `complete` zips the build's primary artifacts directory into the first output

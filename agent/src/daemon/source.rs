@@ -81,8 +81,9 @@ pub trait JobSource: Send + Sync {
     /// Gives the job back, unfinished, for this or another agent to run (drain, shutdown).
     fn release<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>>;
 
-    /// The delivery is not a runnable job (not a JobSpec, or refused by the config): report
-    /// why and make sure it is never delivered again.
+    /// The delivery is not a runnable job (not a JobSpec, or delivered too often without a
+    /// result): report why and make sure it is never delivered again. A job the config
+    /// refuses is a job with a result (REJECTED) and is completed, not rejected.
     fn reject<'a>(
         &'a self,
         delivery: &'a Delivery,

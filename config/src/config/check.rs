@@ -943,8 +943,8 @@ impl Check<'_> {
                     &field("visibility_timeout"),
                     raw.visibility_timeout.as_ref(),
                     defaults::visibility_timeout(),
-                    (Duration::ZERO, Duration::from_secs(12 * 3600)),
-                    "SQS takes a visibility timeout of 0s to 12h; the agent extends it while a job runs",
+                    (Duration::from_secs(1), Duration::from_secs(12 * 3600)),
+                    "the visibility timeout is the job's lease, 1s to 12h (at 0s other agents would take the job at once); the agent extends it while a job runs",
                 );
                 let wait_time = self.duration(
                     &field("wait_time"),
