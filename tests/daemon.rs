@@ -1072,6 +1072,55 @@ fn job_secrets_labels_and_uploads_reach_the_build_the_result_and_the_metrics() {
 }
 
 #[test]
+fn a_buildspec_kept_in_s3_is_read_with_the_jobs_role() {
+    let _serial = serial();
+    let bucket = format!("ci-config-{}", &uuid_like()[..10]);
+    common::boto3(&format!(
+        "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='{bucket}')\ns3.put_object(Bucket='{bucket}', Key='buildspecs/shared.yml', Body=b'version: 0.2\\nenv:\\n  exported-variables: [APP]\\nphases:\\n  build:\\n    commands:\\n      - export APP=$(cat app.txt)\\n')"
+    ));
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+        common::moto()
+    );
+    let daemon = Daemon::start(&extra);
+    let job = |id: &str, buildspec: &str| {
+        json!({
+            "version": 1, "id": id, "kind": "build",
+            "source": {"type": "inline", "files": {"app.txt": "payments"}},
+            "buildspec": {"s3": buildspec},
+            "role": {"arn": "arn:aws:iam::123456789012:role/deploy-ci"}
+        })
+    };
+    daemon.submit(
+        "s3-spec-1",
+        &job(
+            "s3-spec-1",
+            &format!("arn:aws:s3:::{bucket}/buildspecs/shared.yml"),
+        ),
+    );
+    let result = daemon.result("s3-spec-1", Duration::from_secs(60));
+    assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
+    assert_eq!(result["exported_variables"]["APP"], "payments");
+    // A buildspec that is not there fails the job, naming it.
+    daemon.submit(
+        "s3-spec-2",
+        &job(
+            "s3-spec-2",
+            &format!("s3://{bucket}/buildspecs/missing.yml"),
+        ),
+    );
+    let missing = daemon.result("s3-spec-2", Duration::from_secs(60));
+    assert_eq!(missing["status"], "FAILED", "{missing:#}");
+    let message = missing["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "cannot read the buildspec s3://{bucket}/buildspecs/missing.yml"
+        )),
+        "{message}"
+    );
+}
+
+#[test]
 fn webhooks_announce_jobs_and_https_sources_are_fetched() {
     let _serial = serial();
     // The source: a tarball served over HTTP on loopback.

@@ -194,7 +194,8 @@ pub struct HttpsSource {
     pub sha256: Option<String>,
 }
 
-/// Which buildspec to run: a file of the source, or the text itself.
+/// Which buildspec to run: a file of the source, the text itself, or an S3 object (the
+/// three forms of CodeBuild's `buildspecOverride`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Buildspec {
@@ -202,6 +203,10 @@ pub enum Buildspec {
     Path(String),
     /// The buildspec's YAML text.
     Inline(String),
+    /// An S3 object holding the buildspec, `s3://bucket/key` (or CodeBuild's
+    /// `arn:aws:s3:::bucket/key`), read with the job's role: one buildspec kept centrally
+    /// for many repositories. At most 1 MiB.
+    S3(S3Url),
 }
 
 /// Variables fetched from AWS, by variable name; the two maps take the reference forms of

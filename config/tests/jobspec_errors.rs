@@ -226,7 +226,21 @@ fn buildspec_with_both_forms() {
     bad(
         &build(&[r#""buildspec": {"path": "a.yml", "inline": "version: 0.2"}"#]),
         "6:16",
-        "exactly one of `path` and `inline`",
+        "exactly one of `path`, `inline` and `s3`",
+    );
+}
+
+#[test]
+fn buildspec_in_s3_names_an_object() {
+    bad(
+        &build(&[r#""buildspec": {"s3": "s3://ci-config/buildspecs/"}"#]),
+        "6:23",
+        "names no object",
+    );
+    bad(
+        &build(&[r#""buildspec": {"s3": "arn:aws:s3:::Bad_Bucket/x.yml"}"#]),
+        "6:23",
+        "`buildspec.s3`",
     );
 }
 

@@ -303,7 +303,11 @@ impl Runner {
         crate::aws::assume_from(base, &options, Vec::new())
             .await
             .map(|aws| aws.config)
-            .map_err(|e| format!("cannot assume the job's role to read its git credentials: {e}"))
+            .map_err(|e| {
+                format!(
+                    "cannot assume the job's role to read its git credentials or buildspec: {e}"
+                )
+            })
     }
 
     fn activate(&self, job_id: &str) -> Option<Active<'_>> {
@@ -475,10 +479,10 @@ impl Runner {
         if let Err(e) = self.state.journal(entry) {
             return Outcome::Released(with_kind(blank(&job.id, JobStatus::Fault, e)));
         }
-        let needs_aws =
-            matches!(&job.source, JobSourceSpec::Git(git) if git.credentials_secret.is_some());
-        // The secret is read as the job: with its role when it has one, so a job cannot
-        // send the agent a secret that its own role may not read.
+        let needs_aws = matches!(&job.source, JobSourceSpec::Git(git) if git.credentials_secret.is_some())
+            || matches!(job.buildspec(), Some(jobspec::Buildspec::S3(_)));
+        // Secrets and buildspecs are read as the job: with its role when it has one, so a
+        // job cannot have the agent read what its own role may not.
         let aws = if needs_aws {
             match self.job_aws(&config, &job.id, resolved.role.as_ref()).await {
                 Ok(aws) => Some(aws),
@@ -951,6 +955,11 @@ async fn prepare(
             std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
             Some(path)
         }
+        Some(jobspec::Buildspec::S3(url)) => {
+            let path = root.join("buildspec.s3.yml");
+            fetch_buildspec(fetchers.aws, &url, &path).await?;
+            Some(path)
+        }
         Some(jobspec::Buildspec::Path(path)) => {
             let relative = crate::source::unpack::enclosed(&path).ok_or_else(|| {
                 PrepareError::job(format!("the buildspec path `{path}` leaves the source"))
@@ -963,7 +972,7 @@ async fn prepare(
         }
         None => None,
     };
-    if !matches!(job.buildspec(), Some(jobspec::Buildspec::Inline(_)))
+    if matches!(job.buildspec(), Some(jobspec::Buildspec::Path(_)) | None)
         && !source.starts_with("s3://")
     {
         let path = buildspec
@@ -978,6 +987,68 @@ async fn prepare(
         log_dir,
         env,
     })
+}
+
+/// The most a buildspec kept in S3 may hold.
+const BUILDSPEC_MAX: u64 = 1 << 20;
+
+/// Reads a buildspec kept in S3 to `dest`, with the job's credentials.
+async fn fetch_buildspec(
+    aws: Option<&aws_config::SdkConfig>,
+    url: &agent_config::values::S3Url,
+    dest: &Path,
+) -> Result<(), PrepareError> {
+    let Some(aws) = aws else {
+        return Err(PrepareError::from(format!(
+            "no AWS setup to read the buildspec {url}"
+        )));
+    };
+    let object = crate::aws::s3::client(aws)
+        .get_object()
+        .bucket(&url.bucket)
+        .key(&url.key)
+        .send()
+        .await
+        .map_err(|e| {
+            let text = crate::aws::error_text(&e);
+            let message = format!("cannot read the buildspec {url}: {text}");
+            // A missing object or a refusal is the job's to fix; anything else may pass.
+            if [
+                "NoSuchKey",
+                "NoSuchBucket",
+                "AccessDenied",
+                "Forbidden",
+                "NotFound",
+            ]
+            .iter()
+            .any(|code| text.contains(code))
+            {
+                PrepareError::job(message)
+            } else {
+                PrepareError::from(message)
+            }
+        })?;
+    if object
+        .content_length()
+        .is_some_and(|n| u64::try_from(n).unwrap_or(0) > BUILDSPEC_MAX)
+    {
+        return Err(PrepareError::job(format!(
+            "the buildspec {url} is larger than 1 MiB"
+        )));
+    }
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the buildspec {url}: {e}"))?
+        .into_bytes();
+    if bytes.len() as u64 > BUILDSPEC_MAX {
+        return Err(PrepareError::job(format!(
+            "the buildspec {url} is larger than 1 MiB"
+        )));
+    }
+    std::fs::write(dest, &bytes).map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(())
 }
 
 /// Refuses a buildspec that is a link out of the source: the job's author chose the

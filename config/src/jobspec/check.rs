@@ -252,8 +252,8 @@ impl Check<'_, '_> {
                 }
             }
         }
-        let buildspec = w.buildspec.and_then(|b| match (b.path, b.inline) {
-            (Some(path), None) => {
+        let buildspec = w.buildspec.and_then(|b| match (b.path, b.inline, b.s3) {
+            (Some(path), None, None) => {
                 if let Err(e) = check_relative_path(&path) {
                     self.at_value(
                         &["buildspec", "path"],
@@ -263,7 +263,7 @@ impl Check<'_, '_> {
                 }
                 Some(Buildspec::Path(path))
             }
-            (None, Some(text)) => {
+            (None, Some(text), None) => {
                 if text.trim().is_empty() {
                     self.at_value(
                         &["buildspec", "inline"],
@@ -273,11 +273,39 @@ impl Check<'_, '_> {
                 }
                 Some(Buildspec::Inline(text))
             }
+            (None, None, Some(url)) => {
+                // CodeBuild names a buildspec in S3 by its ARN; both spellings mean one object.
+                let url = match url.strip_prefix("arn:aws:s3:::") {
+                    Some(rest) => format!("s3://{rest}"),
+                    None => url,
+                };
+                match S3Url::parse(&url) {
+                    Ok(parsed) if !parsed.key.is_empty() && !parsed.key.ends_with('/') => {
+                        Some(Buildspec::S3(parsed))
+                    }
+                    Ok(_) => {
+                        self.at_value(
+                            &["buildspec", "s3"],
+                            format!("`buildspec.s3`: `{url}` names no object"),
+                            "write the object's whole key, e.g. `s3://ci-config/buildspecs/java.yml`",
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.at_value(
+                            &["buildspec", "s3"],
+                            format!("`buildspec.s3`: {e}"),
+                            "write `s3://bucket/key` or `arn:aws:s3:::bucket/key`",
+                        );
+                        None
+                    }
+                }
+            }
             _ => {
                 self.at_value(
                     &["buildspec"],
-                    "`buildspec` takes exactly one of `path` and `inline`",
-                    "write `{\"path\": \"ci/buildspec.yml\"}` or `{\"inline\": \"version: 0.2…\"}`",
+                    "`buildspec` takes exactly one of `path`, `inline` and `s3`",
+                    "write `{\"path\": \"ci/buildspec.yml\"}`, `{\"inline\": \"version: 0.2…\"}` or `{\"s3\": \"s3://bucket/buildspec.yml\"}`",
                 );
                 None
             }

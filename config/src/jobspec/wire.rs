@@ -72,6 +72,7 @@ impl WireSource {
 pub(super) struct WireBuildspec {
     pub path: Option<String>,
     pub inline: Option<String>,
+    pub s3: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
