@@ -430,14 +430,22 @@ fn the_watchdog_is_fed_only_while_the_sources_answer() {
     let started = said(Duration::from_secs(4));
     assert!(started.contains("READY=1"), "{started}\n{}", daemon.log());
     assert!(started.contains("WATCHDOG=1"), "{started}");
+    assert!(
+        started.contains("STATUS=0 of 2 jobs running; sources answer"),
+        "{started}"
+    );
 
     // The spool's directory gone: its polls fail, and the pings stop.
     let spool = daemon.path("spool");
     let aside = daemon.path("spool-aside");
     fs::rename(&spool, &aside).unwrap();
-    said(Duration::from_secs(2));
+    let failing = said(Duration::from_secs(2));
     let broken = said(Duration::from_secs(3));
     assert!(!broken.contains("WATCHDOG=1"), "{broken}\n{}", daemon.log());
+    assert!(
+        format!("{failing}{broken}").contains("STATUS=0 of 2 jobs running; failing: spool:"),
+        "{failing}{broken}"
+    );
     assert!(http_get(daemon.port, "/readyz").starts_with("HTTP/1.1 503"));
     // Back: the failing source is polled again within its backoff, and the pings resume.
     fs::rename(&aside, &spool).unwrap();

@@ -243,9 +243,18 @@ impl Daemon {
         let _config_watch = watch_config(&self.config_path, edited_tx);
         let mut jobs = JoinSet::new();
         let mut alive = tokio::time::interval(LOOP_BEAT);
+        let mut shown = String::new();
         let drained = loop {
             tokio::select! {
-                _ = alive.tick() => self.beat(),
+                _ = alive.tick() => {
+                    self.beat();
+                    // `systemctl status` shows it; sent when it changes.
+                    let status = self.status_line(jobs.len());
+                    if status != shown {
+                        let _ = notifier.status(&status);
+                        shown = status;
+                    }
+                }
                 Some(()) = edited.recv() => {
                     // Editors write in several steps; read the file once they are done.
                     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -297,7 +306,9 @@ impl Daemon {
         }
         let drain = self.config().agent.drain_timeout;
         if drained && !jobs.is_empty() {
-            let _ = notifier.extend_timeout(drain + Duration::from_secs(60));
+            // The drain, then the graceful stop, then the webhooks' flush, with a margin.
+            let _ = notifier
+                .extend_timeout(drain + STOP_GRACE + WEBHOOK_FLUSH + Duration::from_secs(30));
             tracing::info!(
                 running = jobs.len(),
                 timeout_s = drain.as_secs(),
@@ -306,6 +317,7 @@ impl Daemon {
             let deadline = tokio::time::sleep(drain);
             tokio::pin!(deadline);
             loop {
+                let _ = notifier.status(&format!("draining: {} jobs left", jobs.len()));
                 tokio::select! {
                     next = jobs.join_next() => if next.is_none() { break },
                     () = &mut deadline => {
@@ -341,7 +353,7 @@ impl Daemon {
             let _ = server.handle.await;
         }
         // Webhooks already sent on their way get a moment to arrive.
-        self.runner.webhooks.flush(Duration::from_secs(30)).await;
+        self.runner.webhooks.flush(WEBHOOK_FLUSH).await;
         tracing::info!("agent daemon stopped");
         exit::SUCCESS
     }
@@ -467,6 +479,34 @@ impl Daemon {
                 last_error,
                 ..health
             };
+        }
+    }
+
+    /// One line for `systemctl status`: how busy the agent is, and a failing source.
+    fn status_line(&self, running: usize) -> String {
+        let capacity = self.capacity.lock().map(|c| *c).unwrap_or(0);
+        let failing: Vec<String> = self
+            .sources
+            .lock()
+            .map(|sources| {
+                sources
+                    .iter()
+                    .filter(|p| {
+                        p.health
+                            .lock()
+                            .is_ok_and(|h| !h.healthy && h.last_poll.is_some())
+                    })
+                    .map(|p| p.source.name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if failing.is_empty() {
+            format!("{running} of {capacity} jobs running; sources answer")
+        } else {
+            format!(
+                "{running} of {capacity} jobs running; failing: {}",
+                failing.join(", ")
+            )
         }
     }
 
@@ -683,6 +723,8 @@ fn watch_config(path: &Path, edited: mpsc::Sender<()>) -> Option<::notify::Recom
 
 /// How long stopped jobs get for `finally` before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(45);
+/// How long webhooks already on their way may take once the jobs have stopped.
+const WEBHOOK_FLUSH: Duration = Duration::from_secs(30);
 
 /// A delivery a poller took, with the slot it will run in.
 /// How often the main loop marks itself alive; `/healthz` fails after six missed beats.

@@ -1162,10 +1162,6 @@ fn build_args(
     if resolved.privileged {
         args.push("--privileged".into());
     }
-    if config.deploy.allowed_destinations.is_empty() {
-        // The config's empty list means no files, not deploy-local's own defaults.
-        args.push("--no-destinations".into());
-    }
     args.push("--quiet".into());
     args.push("--control-stdin".into());
     args
@@ -1366,4 +1362,101 @@ fn tail(text: &str, limit: usize) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The child's command line as the real `agent` parses it.
+    #[derive(Parser)]
+    struct Child {
+        #[command(subcommand)]
+        command: ChildCommand,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum ChildCommand {
+        RunLocal(Box<crate::run_local::RunLocalArgs>),
+        DeployLocal(Box<crate::deploy_local::DeployLocalArgs>),
+    }
+
+    fn parse_child(args: &[String]) -> Result<ChildCommand, clap::Error> {
+        Child::try_parse_from(std::iter::once("agent".to_string()).chain(args.iter().cloned()))
+            .map(|c| c.command)
+    }
+
+    fn prepared() -> Prepared {
+        Prepared {
+            root: PathBuf::from("/w/job"),
+            source: "/w/job/src".into(),
+            buildspec: None,
+            log_dir: PathBuf::from("/w/job/logs"),
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn job(json: &str) -> JobSpec {
+        jobspec::parse(json.as_bytes()).unwrap_or_else(|e| panic!("{}", e.render("job")))
+    }
+
+    /// Every config shape the daemon meets (the defaults, and every field set) gives child
+    /// command lines that the child accepts.
+    #[test]
+    fn child_command_lines_parse() {
+        let configs = [
+            "version = 1\n[[sources]]\ntype = \"spool\"\npath = \"/s\"\n",
+            "version = 1\n[aws]\nregion = \"eu-west-1\"\nprofile = \"ci\"\n[roles]\nallowed = [\"arn:aws:iam::123456789012:role/*\"]\n[deploy]\nallowed_destinations = [\"/srv\"]\n[storage]\nlogs = \"s3://bucket-a/logs\"\ncache = \"s3://bucket-a/cache\"\n[jobs]\nallow_privileged = true\n[[sources]]\ntype = \"spool\"\npath = \"/s\"\n",
+        ];
+        let build = job(
+            r#"{"version": 1, "id": "b-1", "kind": "build", "source": {"type": "inline", "files": {"buildspec.yml": "x"}},
+                "privileged": true, "labels": {"team": "a"},
+                "artifacts": {"s3": "s3://bucket-a/art", "packaging": "ZIP", "namespace": "BUILD_ID", "kms_key_id": "k"},
+                "role": {"arn": "arn:aws:iam::123456789012:role/r", "external_id": "ext-id-0001", "session_tags": {"t": "v"}}}"#,
+        );
+        let deploy = job(
+            r#"{"version": 1, "id": "d-1", "kind": "deploy", "source": {"type": "inline", "files": {"appspec.yml": "x"}},
+                "role": {"arn": "arn:aws:iam::123456789012:role/r"}, "timeout": "10m",
+                "deploy": {"application_name": "web", "deployment_group": "prod", "events": ["BeforeInstall"],
+                           "rollback_on_failure": true, "traffic": true, "ignore_application_stop_failures": true}}"#,
+        );
+        let plain_build = job(
+            r#"{"version": 1, "id": "b-0", "kind": "build", "source": {"type": "inline", "files": {"buildspec.yml": "x"}}}"#,
+        );
+        let plain_deploy = job(
+            r#"{"version": 1, "id": "d-0", "kind": "deploy", "source": {"type": "inline", "files": {"appspec.yml": "x"}},
+                "deploy": {"application_name": "web", "deployment_group": "prod"}}"#,
+        );
+        for (n, text) in configs.iter().enumerate() {
+            let config =
+                agent_config::config::parse(text, "agent.toml").unwrap_or_else(|e| panic!("{e}"));
+            // The plain jobs under every config; the full ones where the config allows them.
+            let mut jobs = vec![(&plain_build, false), (&plain_deploy, true)];
+            if n == 1 {
+                jobs.extend([(&build, false), (&deploy, true)]);
+            }
+            for (job, deploy_kind) in jobs {
+                let resolved = jobspec::check_policy(job, &config)
+                    .unwrap_or_else(|v| panic!("{}: {v:?}", job.id));
+                let summary = Path::new("/state/running/x/summary.json");
+                let args = if deploy_kind {
+                    deploy_args(&config, job, &resolved, &prepared(), summary, 2)
+                } else {
+                    build_args(&config, job, &resolved, &prepared(), summary)
+                };
+                match parse_child(&args) {
+                    Ok(ChildCommand::RunLocal(_)) => assert!(!deploy_kind, "{args:?}"),
+                    Ok(ChildCommand::DeployLocal(parsed)) => {
+                        assert!(deploy_kind, "{args:?}");
+                        assert_eq!(
+                            parsed.no_destinations,
+                            config.deploy.allowed_destinations.is_empty()
+                        );
+                    }
+                    Err(e) => panic!("{args:?}\n{e}"),
+                }
+            }
+        }
+    }
 }
