@@ -460,10 +460,9 @@ fn an_sqs_long_poll_does_not_keep_a_spool_job_waiting() {
     let queue_url = common::boto3(&format!(
         "print(boto3.client('sqs', **kw).create_queue(QueueName='{queue}')['QueueUrl'])"
     ));
-    let extra = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"20s\"\n",
-        common::moto()
-    );
+    let extra = aws_extra(&format!(
+        "[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"20s\"\n"
+    ));
     let mut daemon = Daemon::new(&extra);
     let config = fs::read_to_string(daemon.path("agent.toml"))
         .unwrap()
@@ -788,10 +787,9 @@ fn sqs_jobs_run_and_poison_messages_go_to_the_dead_letter_queue() {
         lines.next().unwrap().to_string(),
         lines.next().unwrap().to_string(),
     );
-    let extra = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\ndead_letter_queue_url = \"{dlq_url}\"\n",
-        common::moto()
-    );
+    let extra = aws_extra(&format!(
+        "[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\ndead_letter_queue_url = \"{dlq_url}\"\n"
+    ));
     // The [aws] table must come before the sources.
     let daemon = Daemon::start(&extra);
     let job = build_job("sqs-job-1", &["export GREETING=from-sqs"]);
@@ -838,10 +836,9 @@ fn a_message_delivered_too_often_is_not_run_and_goes_to_the_dead_letter_queue() 
         "sqs = boto3.client('sqs', **kw)\nsqs.send_message(QueueUrl='{queue_url}', MessageBody=open('{}').read())\nm = sqs.receive_message(QueueUrl='{queue_url}', VisibilityTimeout=0, AttributeNames=['All'])['Messages']\nassert len(m) == 1",
         body_file.path().display()
     ));
-    let extra = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nmax_receive_count = 1\ndead_letter_queue_url = \"{dlq_url}\"\n",
-        common::moto()
-    );
+    let extra = aws_extra(&format!(
+        "[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nmax_receive_count = 1\ndead_letter_queue_url = \"{dlq_url}\"\n"
+    ));
     let daemon = Daemon::start(&extra);
     let result = daemon.stored_result("poison-1", Duration::from_secs(60));
     assert_eq!(result["status"], "FAILED", "{result:#}");
@@ -864,10 +861,9 @@ fn three_daemons_share_one_queue_and_each_job_has_one_result() {
     let queue_url = common::boto3(&format!(
         "print(boto3.client('sqs', **kw).create_queue(QueueName='{queue}')['QueueUrl'])"
     ));
-    let extra = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"60s\"\n",
-        common::moto()
-    );
+    let extra = aws_extra(&format!(
+        "[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"60s\"\n"
+    ));
     let fleet: Vec<Daemon> = (0..3).map(|_| Daemon::start(&extra)).collect();
     let jobs = fleet[0].path("fleet-jobs");
     fs::create_dir_all(&jobs).unwrap();
@@ -964,6 +960,14 @@ fn three_daemons_share_one_queue_and_each_job_has_one_result() {
     }
 }
 
+/// A daemon config's `[aws]` table pointing at moto, then `rest` (sources come after it).
+fn aws_extra(rest: &str) -> String {
+    format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n{rest}",
+        common::moto()
+    )
+}
+
 /// `agent_jobs_total{kind,status}` of a daemon's `/metrics`; 0 when absent.
 fn jobs_total(daemon: &Daemon, kind: &str, status: &str) -> u64 {
     let metrics = http_get(daemon.port, "/metrics");
@@ -981,10 +985,9 @@ fn a_fleet_shares_results_through_s3_so_a_job_runs_once() {
     common::boto3(&format!(
         "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
     ));
-    let extra = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[storage]\nresults = \"s3://{bucket}/fleet\"\n# sqs-less: credentials for S3 come from the environment\n",
-        common::moto()
-    );
+    let extra = aws_extra(&format!(
+        "[storage]\nresults = \"s3://{bucket}/fleet\"\n# sqs-less: credentials for S3 come from the environment\n"
+    ));
     let first = Daemon::start(&extra);
     let second = Daemon::start(&extra);
     first.submit(
@@ -1022,10 +1025,7 @@ fn job_secrets_labels_and_uploads_reach_the_build_the_result_and_the_metrics() {
          boto3.client('ssm', **kw).put_parameter(Name='/{unique}/db', Value='Db-Pa55-{unique}', Type='SecureString')\n\
          boto3.client('secretsmanager', **kw).create_secret(Name='{unique}/api', SecretString='{{\"key\": \"Api-K3y-{unique}\"}}')"
     ));
-    let extra = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-        common::moto()
-    );
+    let extra = aws_extra("");
     let mut daemon = Daemon::new(&extra);
     let config = fs::read_to_string(daemon.path("agent.toml"))
         .unwrap()
@@ -1086,10 +1086,7 @@ fn a_buildspec_kept_in_s3_is_read_with_the_jobs_role() {
     common::boto3(&format!(
         "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='{bucket}')\ns3.put_object(Bucket='{bucket}', Key='buildspecs/shared.yml', Body=b'version: 0.2\\nenv:\\n  exported-variables: [APP]\\nphases:\\n  build:\\n    commands:\\n      - export APP=$(cat app.txt)\\n')"
     ));
-    let extra = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-        common::moto()
-    );
+    let extra = aws_extra("");
     let daemon = Daemon::start(&extra);
     let job = |id: &str, buildspec: &str| {
         json!({

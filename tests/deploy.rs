@@ -956,16 +956,16 @@ fn zip_with(
     writer.finish().unwrap().into_inner()
 }
 
-#[test]
-fn an_s3_bundle_sets_the_bundle_variables() {
-    let host = Host::new();
+/// Uploads a revision to `s3://bucket/key` whose BeforeInstall hook writes the variables
+/// `grep` picks from its environment to the returned file.
+fn env_dumping_bundle_in_s3(host: &Host, grep: &str, bucket: &str, key: &str) -> PathBuf {
     let env_file = host.dir.path().join("env");
     let v1 = host.revision("1.0.0", |r| {
         write_script(
             r,
             "before_install.sh",
             &format!(
-                "mkdir -p \"$SAMPLE_APP_RUN\"; env | grep ^BUNDLE_ > {}",
+                "mkdir -p \"$SAMPLE_APP_RUN\"; env | grep {grep} > {} || true",
                 env_file.display()
             ),
         );
@@ -981,9 +981,17 @@ fn an_s3_bundle_sets_the_bundle_variables() {
         .unwrap();
     assert!(status.success());
     common::boto3(&format!(
-        "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='deploy-bundles')\ns3.upload_file('{}', 'deploy-bundles', 'web/app-1.0.0.tgz')",
+        "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='{bucket}')\ns3.upload_file('{}', '{bucket}', '{key}')",
         tgz.display()
     ));
+    env_file
+}
+
+#[test]
+fn an_s3_bundle_sets_the_bundle_variables() {
+    let host = Host::new();
+    let env_file =
+        env_dumping_bundle_in_s3(&host, "^BUNDLE_", "deploy-bundles", "web/app-1.0.0.tgz");
     let summary = host.dir.path().join("s3-summary.json");
     let output = agent()
         .arg("deploy-local")
@@ -1548,31 +1556,7 @@ fn sigterm_stops_the_deployment_and_its_running_hook() {
 #[test]
 fn an_s3_bundle_is_fetched_with_the_role_and_hooks_never_get_it() {
     let host = Host::new();
-    let env_file = host.dir.path().join("env");
-    let v1 = host.revision("1.0.0", |r| {
-        write_script(
-            r,
-            "before_install.sh",
-            &format!(
-                "mkdir -p \"$SAMPLE_APP_RUN\"; env | grep ^AWS_ > {} || true",
-                env_file.display()
-            ),
-        );
-    });
-    let tgz = host.dir.path().join("bundle.tgz");
-    let status = std::process::Command::new("tar")
-        .arg("czf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(&v1)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    common::boto3(&format!(
-        "s3 = boto3.client('s3', **kw)\ns3.create_bucket(Bucket='role-bundles')\ns3.upload_file('{}', 'role-bundles', 'app.tgz')",
-        tgz.display()
-    ));
+    let env_file = env_dumping_bundle_in_s3(&host, "^AWS_", "role-bundles", "app.tgz");
     let deploy = |extra_env: &[(&str, &str)]| {
         agent()
             .arg("deploy-local")

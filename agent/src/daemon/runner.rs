@@ -1141,14 +1141,8 @@ fn build_args(
     {
         flag("--cache", cache.to_string());
     }
-    if let Some(role) = &resolved.role {
-        flag("--role-arn", role.arn.as_str().to_string());
-        if let Some(id) = &role.external_id {
-            flag("--external-id", id.clone());
-        }
-        for (k, v) in &role.session_tags {
-            flag("--session-tag", format!("{k}={v}"));
-        }
+    for (name, value) in resolved.role.iter().flat_map(role_flags) {
+        flag(name, value);
     }
     if let Some(profile) = &config.aws.profile {
         flag("--profile", profile.clone());
@@ -1165,6 +1159,18 @@ fn build_args(
     args.push("--quiet".into());
     args.push("--control-stdin".into());
     args
+}
+
+/// The role flags run-local and deploy-local share.
+fn role_flags(role: &jobspec::ResolvedRole) -> Vec<(&'static str, String)> {
+    let mut flags = vec![("--role-arn", role.arn.as_str().to_string())];
+    if let Some(id) = &role.external_id {
+        flags.push(("--external-id", id.clone()));
+    }
+    for (k, v) in &role.session_tags {
+        flags.push(("--session-tag", format!("{k}={v}")));
+    }
+    flags
 }
 
 /// Where the artifacts of a build with no S3 destination are kept.
@@ -1193,14 +1199,8 @@ fn deploy_args(
         "--timeout",
         format!("{}s", resolved.timeout.as_secs().max(1)),
     );
-    if let Some(role) = &resolved.role {
-        flag("--role-arn", role.arn.as_str().to_string());
-        if let Some(id) = &role.external_id {
-            flag("--external-id", id.clone());
-        }
-        for (k, v) in &role.session_tags {
-            flag("--session-tag", format!("{k}={v}"));
-        }
+    for (name, value) in resolved.role.iter().flat_map(role_flags) {
+        flag(name, value);
     }
     // A redelivered job is a new deployment of the same revision.
     let id = if attempt > 1 {
