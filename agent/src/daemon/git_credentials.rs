@@ -80,8 +80,9 @@ fn read_secret_file(path: &Path, entry: &GitCredential) -> Result<String, String
     Ok(text)
 }
 
-/// Git credentials from Secrets Manager: a JSON object with `username` and `token`, or
-/// `username`, `ssh_private_key` and optionally `passphrase`; a plain string is a token.
+/// Git credentials from Secrets Manager: a JSON object with `username` (default `git`) and
+/// `token`, or `ssh_private_key` and optionally `passphrase`; a plain string is a private
+/// key when it is one (`-----BEGIN … PRIVATE KEY-----`), else a token.
 /// The value stays in memory.
 pub async fn from_secret(
     secret: &str,
@@ -103,11 +104,28 @@ pub async fn from_secret(
     let text = value
         .secret_string()
         .ok_or_else(|| format!("the git credentials secret {secret} has no string value"))?;
+    parse_secret(secret, text)
+}
+
+/// The credentials a secret's string holds: a JSON object as [`from_secret`] says, a bare
+/// private key (PEM or OpenSSH), or else a token.
+fn parse_secret(
+    secret: &str,
+    text: &str,
+) -> Result<crate::source::git_fetch::GitCredentials, String> {
     let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(text)
     else {
+        let trimmed = text.trim();
+        if trimmed.starts_with("-----BEGIN") && trimmed.contains("PRIVATE KEY-----") {
+            return Ok(GitCredentials::SshKey {
+                username: "git".into(),
+                private_key: format!("{trimmed}\n"),
+                passphrase: None,
+            });
+        }
         return Ok(GitCredentials::Token {
             username: "git".into(),
-            token: text.to_string(),
+            token: trimmed.to_string(),
         });
     };
     let field = |name: &str| {
@@ -148,6 +166,40 @@ mod tests {
             ssh_key_file: key.map(|k| write("key", k)),
             passphrase_file: key.map(|_| write("passphrase", "open sesame\n")),
         }
+    }
+
+    #[test]
+    fn secrets_hold_tokens_keys_or_json() {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n";
+        match parse_secret("s", key).unwrap() {
+            GitCredentials::SshKey {
+                username,
+                private_key,
+                passphrase,
+            } => {
+                assert_eq!(username, "git");
+                assert_eq!(private_key, key);
+                assert!(passphrase.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_secret("s", "ghp_token\n").unwrap() {
+            GitCredentials::Token { username, token } => {
+                assert_eq!((username.as_str(), token.as_str()), ("git", "ghp_token"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_secret("s", r#"{"username": "ci", "token": "t0k"}"#).unwrap() {
+            GitCredentials::Token { username, token } => {
+                assert_eq!((username.as_str(), token.as_str()), ("ci", "t0k"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse_secret("s", r#"{"username": "ci"}"#).unwrap_err();
+        assert!(
+            err.contains("neither `token` nor `ssh_private_key`"),
+            "{err}"
+        );
     }
 
     #[test]
