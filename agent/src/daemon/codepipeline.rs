@@ -320,6 +320,10 @@ impl JobSource for CodePipelineSource {
         Box::pin(self.inner.release(delivery))
     }
 
+    fn takes_artifacts(&self) -> bool {
+        true
+    }
+
     fn reject<'a>(
         &'a self,
         delivery: &'a Delivery,

@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 
 use super::source::{Delivery, JobSource};
 use super::state::State;
-use crate::exec::docker::{LABEL_INSTANCE, LABEL_JOB};
+use crate::exec::docker::{LABEL_INSTANCE, LABEL_RUN};
 
 /// What reconciliation did, for the log and the tests.
 #[derive(Debug, Default)]
@@ -140,7 +140,7 @@ pub async fn remove_job_leftovers(instance: &str, job_id: &str) -> Reconciled {
     remove_labelled(
         vec![
             format!("{LABEL_INSTANCE}={instance}"),
-            format!("{LABEL_JOB}={job_id}"),
+            format!("{LABEL_RUN}={job_id}"),
         ],
         &mut done,
     )

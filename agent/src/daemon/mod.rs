@@ -316,9 +316,15 @@ impl Daemon {
             );
             let deadline = tokio::time::sleep(drain);
             tokio::pin!(deadline);
+            let mut shown = usize::MAX;
             loop {
-                let _ = notifier.status(&format!("draining: {} jobs left", jobs.len()));
+                if jobs.len() != shown {
+                    shown = jobs.len();
+                    let _ = notifier.status(&format!("draining: {shown} jobs left"));
+                }
                 tokio::select! {
+                    // Still turning: /healthz must not fail a host that is draining.
+                    _ = alive.tick() => self.beat(),
                     next = jobs.join_next() => if next.is_none() { break },
                     () = &mut deadline => {
                         tracing::warn!("the drain timeout passed: stopping the running jobs");
@@ -336,10 +342,14 @@ impl Daemon {
             let _ = self.cancel_tx.send(Cancel::Graceful);
             let grace = tokio::time::sleep(STOP_GRACE);
             tokio::pin!(grace);
+            let mut killed = false;
             loop {
                 tokio::select! {
+                    _ = alive.tick() => self.beat(),
                     next = jobs.join_next() => if next.is_none() { break },
-                    () = &mut grace => {
+                    // A spent sleep is ready at every poll: fire once.
+                    () = &mut grace, if !killed => {
+                        killed = true;
                         let _ = self.cancel_tx.send(Cancel::Now);
                     }
                     signal = signals.next() => if !matches!(signal, Sig::Hup) {

@@ -168,7 +168,17 @@ impl Runner {
                         self.announce_end(&announce, result);
                         match &outcome {
                             Outcome::Rejected(r) => source.reject(&delivery, r).await,
-                            _ => source.complete(&delivery, result).await,
+                            _ => {
+                                let completed = source.complete(&delivery, result).await;
+                                if completed.is_ok() && source.takes_artifacts() {
+                                    let config = self.config.borrow().clone();
+                                    let _ = std::fs::remove_dir_all(local_artifacts(
+                                        &config,
+                                        &result.job_id,
+                                    ));
+                                }
+                                completed
+                            }
                         }
                     }
                 }
@@ -473,6 +483,11 @@ impl Runner {
                 return Outcome::Done(with_kind(blank(&job.id, JobStatus::Rejected, message)));
             }
         };
+        // Called off while it waited for a slot: nothing is fetched, nothing runs.
+        let called_before = called_off.borrow().clone();
+        if let Some(reason) = called_before {
+            return Outcome::Done(with_kind(blank(&job.id, JobStatus::Stopped, reason)));
+        }
         let workspace = config.agent.work_dir.join(&job.id);
         self.remove_workspace(&workspace).await;
         entry.workspace = Some(workspace.clone());
@@ -487,7 +502,8 @@ impl Runner {
             match self.job_aws(&config, &job.id, resolved.role.as_ref()).await {
                 Ok(aws) => Some(aws),
                 Err(message) => {
-                    return Outcome::Done(with_kind(blank(&job.id, JobStatus::Failed, message)));
+                    let e = PrepareError::aws(message);
+                    return Outcome::Done(with_kind(blank(&job.id, e.status, e.message)));
                 }
             }
         } else {
@@ -864,6 +880,27 @@ impl PrepareError {
         }
     }
 
+    /// An AWS call's failure: a refusal or a missing object is the job's to fix (its role,
+    /// its names); anything else (the network, throttling, an outage) may pass.
+    fn aws(message: String) -> Self {
+        const THE_JOBS: [&str; 7] = [
+            "AccessDenied",
+            "access denied",
+            "Forbidden",
+            "NoSuchKey",
+            "NoSuchBucket",
+            "NotFound",
+            "no string value",
+        ];
+        if THE_JOBS.iter().any(|code| message.contains(code))
+            || message.contains("neither `token` nor")
+        {
+            PrepareError::job(message)
+        } else {
+            PrepareError::from(message)
+        }
+    }
+
     fn fetch<E: Transient>(what: &str, e: &E) -> Self {
         let message = format!("{what}: {e}");
         if e.is_transient() {
@@ -911,7 +948,11 @@ async fn prepare(
         JobSourceSpec::S3(s3) => s3.url.to_string(),
         JobSourceSpec::Git(git) => {
             let credentials = match &git.credentials_secret {
-                Some(secret) => Some(git_credentials::from_secret(secret, fetchers.aws).await?),
+                Some(secret) => Some(
+                    git_credentials::from_secret(secret, fetchers.aws)
+                        .await
+                        .map_err(PrepareError::aws)?,
+                ),
                 None => git_credential_for(fetchers.configured, &git.url)
                     .map(git_credentials::from_config)
                     .transpose()?,
@@ -972,13 +1013,11 @@ async fn prepare(
         }
         None => None,
     };
-    if matches!(job.buildspec(), Some(jobspec::Buildspec::Path(_)) | None)
+    if matches!(job.buildspec(), Some(jobspec::Buildspec::Path(_)))
         && !source.starts_with("s3://")
+        && let Some(path) = &buildspec
     {
-        let path = buildspec
-            .clone()
-            .unwrap_or_else(|| src.join("buildspec.yml"));
-        enclosed_in(&path, &src)?;
+        enclosed_in(path, &src)?;
     }
     Ok(Prepared {
         root: root.to_path_buf(),
@@ -1010,23 +1049,10 @@ async fn fetch_buildspec(
         .send()
         .await
         .map_err(|e| {
-            let text = crate::aws::error_text(&e);
-            let message = format!("cannot read the buildspec {url}: {text}");
-            // A missing object or a refusal is the job's to fix; anything else may pass.
-            if [
-                "NoSuchKey",
-                "NoSuchBucket",
-                "AccessDenied",
-                "Forbidden",
-                "NotFound",
-            ]
-            .iter()
-            .any(|code| text.contains(code))
-            {
-                PrepareError::job(message)
-            } else {
-                PrepareError::from(message)
-            }
+            PrepareError::aws(format!(
+                "cannot read the buildspec {url}: {}",
+                crate::aws::error_text(&e)
+            ))
         })?;
     if object
         .content_length()

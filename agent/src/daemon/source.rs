@@ -81,6 +81,12 @@ pub trait JobSource: Send + Sync {
     /// Gives the job back, unfinished, for this or another agent to run (drain, shutdown).
     fn release<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>>;
 
+    /// Whether `complete` takes the job's local artifacts away (CodePipeline uploads them as
+    /// the action's outputs), so that the agent need not keep them once it succeeded.
+    fn takes_artifacts(&self) -> bool {
+        false
+    }
+
     /// The delivery is not a runnable job (not a JobSpec, or delivered too often without a
     /// result): report why and make sure it is never delivered again. A job the config
     /// refuses is a job with a result (REJECTED) and is completed, not rejected.

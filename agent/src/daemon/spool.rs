@@ -86,7 +86,7 @@ impl SpoolSource {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if std::fs::rename(entry.path(), self.root.join("inbox").join(&name)).is_ok() {
+            if give_back(&entry.path(), &self.root.join("inbox").join(&name)).is_ok() {
                 released.push(name.to_string_lossy().into_owned());
             }
         }
@@ -238,9 +238,9 @@ impl JobSource for SpoolSource {
 
     fn release<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
-            std::fs::rename(
-                self.claimed.join(&delivery.handle),
-                self.root.join("inbox").join(&delivery.handle),
+            give_back(
+                &self.claimed.join(&delivery.handle),
+                &self.root.join("inbox").join(&delivery.handle),
             )
             .map_err(|e| {
                 SourceError::Transient(format!("cannot put {} back: {e}", delivery.handle))
@@ -264,6 +264,19 @@ impl JobSource for SpoolSource {
     }
 }
 
+/// Puts a claimed file back into the inbox. A file of that name dropped there since (the
+/// dispatcher's newer word on the same job) is kept, and the claimed copy is dropped.
+fn give_back(claimed: &Path, inbox: &Path) -> std::io::Result<()> {
+    if inbox.symlink_metadata().is_ok() {
+        tracing::info!(file = %inbox.display(), "a newer file of that name waits in the inbox; it replaces the one given back");
+        return match std::fs::remove_file(claimed) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+    }
+    std::fs::rename(claimed, inbox)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +298,28 @@ mod tests {
         assert!(dir.path().join("claimed/b/job-1.json").exists());
         assert_eq!(b.release_all_claimed(), vec!["job-1.json".to_string()]);
         assert!(dir.path().join("inbox/job-1.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_file_dropped_again_is_neither_claimed_over_nor_replaced_on_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SpoolSource::open(dir.path(), "a").unwrap();
+        let inbox = dir.path().join("inbox/job-1.json");
+        std::fs::write(&inbox, "first").unwrap();
+        let first = spool.try_claim().unwrap().unwrap();
+        // Dropped again while the first runs: it waits in the inbox.
+        std::fs::write(&inbox, "newer").unwrap();
+        assert!(spool.try_claim().unwrap().is_none());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("claimed/a/job-1.json")).unwrap(),
+            "first"
+        );
+        // The first given back (a drain): the newer file stays, the older is dropped.
+        spool.release(&first).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&inbox).unwrap(), "newer");
+        assert!(!dir.path().join("claimed/a/job-1.json").exists());
+        let again = spool.try_claim().unwrap().unwrap();
+        assert_eq!(again.body, b"newer");
     }
 
     #[tokio::test]

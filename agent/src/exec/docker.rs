@@ -50,6 +50,8 @@ pub struct DockerOptions {
     pub limits: Limits,
     /// The job's own labels, set as `agent.label.<key>` beside the agent's.
     pub labels: Vec<(String, String)>,
+    /// [`LABEL_RUN`]'s value.
+    pub run_id: String,
 }
 
 pub struct DockerExecutor {
@@ -74,6 +76,9 @@ const KEEPER: &str = "trap '' TERM INT HUP; while :; do sleep 3600; done";
 const DROPPED_CAPABILITIES: [&str; 4] = ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP"];
 
 pub const LABEL_JOB: &str = "agent.job-id";
+/// The run a container belongs to: the build itself, or the batch whose member it is (the
+/// daemon's job id), so that everything one job started can be found by one label.
+pub const LABEL_RUN: &str = "agent.run-id";
 pub const LABEL_INSTANCE: &str = "agent.instance";
 
 impl DockerExecutor {
@@ -103,6 +108,7 @@ impl DockerExecutor {
             .map(|(k, v)| (format!("agent.label.{k}"), v.clone()))
             .collect();
         labels.insert(LABEL_JOB.to_string(), options.build_id.clone());
+        labels.insert(LABEL_RUN.to_string(), options.run_id.clone());
         labels.insert(LABEL_INSTANCE.to_string(), instance_name());
         let body = ContainerCreateBody {
             image: Some(options.image.clone()),

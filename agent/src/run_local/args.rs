@@ -232,6 +232,11 @@ impl RunLocalArgs {
                 pids: self.pids_limit,
             },
             labels: self.label.clone(),
+            // A batch member's container carries its batch's id (the daemon's job id).
+            run_id: self
+                .build_id
+                .clone()
+                .unwrap_or_else(|| request.build_id.clone()),
         }
     }
 }
