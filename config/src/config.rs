@@ -111,6 +111,13 @@ pub struct AgentConfig {
     )]
     #[schemars(with = "DurationText")]
     pub drain_timeout: Duration,
+    /// How long finished jobs' results, logs and kept artifacts stay in the state
+    /// directory; older ones are removed every hour. A result must outlive every
+    /// redelivery of its job (SQS keeps a message at most 14 days), or a job delivered
+    /// again is run again. `1h` to `8760h`.
+    #[serde(default = "defaults::retention", serialize_with = "serialize_duration")]
+    #[schemars(with = "DurationText")]
+    pub retention: Duration,
     /// Free-form `key = "value"` pairs describing this agent, shown in `/status.json` and
     /// metrics and copied into results. Keys: letters, digits, `.`, `_`, `-`, at most 63.
     #[serde(default)]
@@ -455,6 +462,10 @@ mod defaults {
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(15 * 60)
     }
+    /// 15 days: past SQS's longest message retention.
+    pub fn retention() -> Duration {
+        Duration::from_secs(360 * 3600)
+    }
     pub fn default_timeout() -> Duration {
         Duration::from_secs(60 * 60)
     }
@@ -504,6 +515,7 @@ impl Default for AgentConfig {
             state_dir: defaults::state_dir(),
             concurrency: defaults::concurrency(),
             drain_timeout: defaults::drain_timeout(),
+            retention: defaults::retention(),
             labels: BTreeMap::new(),
             metrics_address: None,
             log_format: LogFormat::Plain,
@@ -657,6 +669,7 @@ pub const FIELDS: &[(&str, Reloads)] = &[
     ("agent.state_dir", Reloads::Process),
     ("agent.concurrency", Reloads::Live),
     ("agent.drain_timeout", Reloads::Live),
+    ("agent.retention", Reloads::Live),
     ("agent.labels", Reloads::Live),
     ("agent.metrics_address", Reloads::Restart),
     ("agent.log_format", Reloads::Process),
@@ -748,6 +761,7 @@ fn field_differs(a: &Config, b: &Config, field: &str) -> bool {
         "agent.state_dir" => agent.state_dir,
         "agent.concurrency" => agent.concurrency,
         "agent.drain_timeout" => agent.drain_timeout,
+        "agent.retention" => agent.retention,
         "agent.labels" => agent.labels,
         "agent.metrics_address" => agent.metrics_address,
         "agent.log_format" => agent.log_format,

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod metrics;
 pub mod notify;
 pub mod result;
+pub mod retention;
 pub mod runner;
 pub mod source;
 pub mod spool;
@@ -244,8 +245,19 @@ impl Daemon {
         let mut jobs = JoinSet::new();
         let mut alive = tokio::time::interval(LOOP_BEAT);
         let mut shown = String::new();
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
         let drained = loop {
             tokio::select! {
+                _ = prune.tick() => {
+                    let config = self.config();
+                    let (state, keep) = (config.agent.state_dir.clone(), config.agent.retention);
+                    tokio::task::spawn_blocking(move || {
+                        let pruned = retention::prune(&state, keep);
+                        if pruned != retention::Pruned::default() {
+                            tracing::info!(results = pruned.results, logs = pruned.logs, artifacts = pruned.artifacts, retention_h = keep.as_secs() / 3600, "removed finished jobs' records past the retention");
+                        }
+                    });
+                }
                 _ = alive.tick() => {
                     self.beat();
                     // `systemctl status` shows it; sent when it changes.
@@ -737,6 +749,9 @@ const STOP_GRACE: Duration = Duration::from_secs(45);
 const WEBHOOK_FLUSH: Duration = Duration::from_secs(30);
 
 /// A delivery a poller took, with the slot it will run in.
+/// How often the state directory is pruned of records past `agent.retention`.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How often the main loop marks itself alive; `/healthz` fails after six missed beats.
 const LOOP_BEAT: Duration = Duration::from_secs(5);
 

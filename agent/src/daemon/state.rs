@@ -9,6 +9,9 @@
 //! <state>/artifacts/<job>/     a build's artifacts when the job names no S3 destination
 //! <state>/running/<job>/       the running job process's summary and stderr
 //! ```
+//!
+//! Results, logs and artifacts older than `agent.retention` are removed (see
+//! [`super::retention`]); the journal and running jobs' directories never are.
 
 use std::path::{Path, PathBuf};
 

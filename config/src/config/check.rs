@@ -350,6 +350,13 @@ impl Check<'_> {
             (Duration::ZERO, Duration::from_secs(24 * 3600)),
             "running jobs are stopped after this; at most 24h",
         );
+        let retention = self.duration(
+            "agent.retention",
+            raw.retention.as_ref(),
+            defaults::retention(),
+            (Duration::from_secs(3600), Duration::from_secs(8760 * 3600)),
+            "finished jobs' results are kept this long, 1h to 8760h; keep it above the longest time a job may be delivered again",
+        );
         let labels = self.labels("agent.labels", raw.labels);
         let metrics_address =
             raw.metrics_address
@@ -403,6 +410,7 @@ impl Check<'_> {
                 state_dir,
                 concurrency,
                 drain_timeout,
+                retention,
                 labels,
                 metrics_address,
                 log_format,

@@ -50,6 +50,7 @@ pub(super) struct RawAgent {
     pub state_dir: Option<S<String>>,
     pub concurrency: Option<S<i64>>,
     pub drain_timeout: Option<S<Scalar>>,
+    pub retention: Option<S<Scalar>>,
     #[serde(default)]
     pub labels: BTreeMap<S<String>, S<String>>,
     pub metrics_address: Option<S<String>>,
