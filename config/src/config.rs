@@ -121,6 +121,10 @@ pub struct AgentConfig {
     /// Free-form `key = "value"` pairs describing this agent, shown in `/status.json` and
     /// metrics and copied into results. Keys: letters, digits, `.`, `_`, `-`, at most 63.
     #[serde(default)]
+    #[schemars(extend(
+        "propertyNames" = {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 63},
+        "additionalProperties" = {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}
+    ))]
     pub labels: BTreeMap<String, String>,
     /// Where `/metrics`, `/healthz`, `/readyz` and `/status.json` are served, as
     /// `IP:port` (`127.0.0.1:9095`). Default: not served.

@@ -47,6 +47,10 @@ pub struct JobSpec {
     /// The job's id, unique per job: `[A-Za-z0-9._-]`, 1 to 128 characters. Results, logs
     /// and artifacts are stored under it, and a job whose id already has a result is not
     /// run again.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$"),
+        length(min = 1, max = 128)
+    )]
     pub id: String,
     /// What the job does.
     pub kind: JobKind,
@@ -66,6 +70,7 @@ pub struct JobSpec {
     /// Variables for the build or the deployment hooks, above the buildspec's own.
     /// Names: letters, digits and `_`, not starting with a digit or `CODEBUILD_`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "not": {"pattern": "^CODEBUILD_"}}))]
     pub env: BTreeMap<String, String>,
     /// Build only: variables whose values are fetched from AWS before the build starts,
     /// with the job's role (else the agent's own credentials), and masked in every output.
@@ -92,8 +97,13 @@ pub struct JobSpec {
     pub timeout: Option<Duration>,
     /// Free-form `key: value` pairs copied into the result and onto the build container
     /// (as `agent.label.<key>`).
-    /// Keys: letters, digits, `.`, `_`, `-`, at most 63.
+    /// Keys: letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most 63;
+    /// values at most 256 characters, no control characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "propertyNames" = {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 63},
+        "additionalProperties" = {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}
+    ))]
     pub labels: BTreeMap<String, String>,
     /// Where the result is announced. Default: the config's `notifications.webhook`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +201,7 @@ pub struct HttpsSource {
     /// The archive's SHA-256 in lowercase hex; when given, a download that differs is
     /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,
 }
 
@@ -321,9 +332,17 @@ pub struct Notify {
 #[serde(deny_unknown_fields)]
 pub struct DeploySpec {
     /// The application's name (`APPLICATION_NAME` in hooks): `[A-Za-z0-9._+=,@-]`, 1 to 100.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9._+=,@-]*[A-Za-z0-9_+=,@-][A-Za-z0-9._+=,@-]*$"),
+        length(min = 1, max = 100)
+    )]
     pub application_name: String,
     /// The deployment group (`DEPLOYMENT_GROUP_NAME`); revisions and the last successful
     /// one are kept per group. Same characters as `application_name`.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9._+=,@-]*[A-Za-z0-9_+=,@-][A-Za-z0-9._+=,@-]*$"),
+        length(min = 1, max = 100)
+    )]
     pub deployment_group: String,
     /// The appspec's path in the bundle. Default: `appspec.yml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
