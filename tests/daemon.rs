@@ -779,14 +779,7 @@ fn config_check_reports_every_problem_with_its_position() {
 fn sqs_jobs_run_and_poison_messages_go_to_the_dead_letter_queue() {
     let _serial = serial();
     let queue = format!("jobs-{}", &uuid_like()[..10]);
-    let urls = common::boto3(&format!(
-        "sqs = boto3.client('sqs', **kw)\nq = sqs.create_queue(QueueName='{queue}')['QueueUrl']\nd = sqs.create_queue(QueueName='{queue}-dlq')['QueueUrl']\nprint(q)\nprint(d)"
-    ));
-    let mut lines = urls.lines();
-    let (queue_url, dlq_url) = (
-        lines.next().unwrap().to_string(),
-        lines.next().unwrap().to_string(),
-    );
+    let (queue_url, dlq_url) = queue_with_dead_letters(&queue);
     let extra = aws_extra(&format!(
         "[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\ndead_letter_queue_url = \"{dlq_url}\"\n"
     ));
@@ -819,14 +812,7 @@ fn sqs_jobs_run_and_poison_messages_go_to_the_dead_letter_queue() {
 fn a_message_delivered_too_often_is_not_run_and_goes_to_the_dead_letter_queue() {
     let _serial = serial();
     let queue = format!("poison-{}", &uuid_like()[..10]);
-    let urls = common::boto3(&format!(
-        "sqs = boto3.client('sqs', **kw)\nq = sqs.create_queue(QueueName='{queue}')['QueueUrl']\nd = sqs.create_queue(QueueName='{queue}-dlq')['QueueUrl']\nprint(q)\nprint(d)"
-    ));
-    let mut lines = urls.lines();
-    let (queue_url, dlq_url) = (
-        lines.next().unwrap().to_string(),
-        lines.next().unwrap().to_string(),
-    );
+    let (queue_url, dlq_url) = queue_with_dead_letters(&queue);
     // Received once already by an agent that died with it: the daemon's receive is the
     // second, past a limit of one.
     let body = serde_json::to_string(&build_job("poison-1", &["echo never-runs"])).unwrap();
@@ -958,6 +944,18 @@ fn three_daemons_share_one_queue_and_each_job_has_one_result() {
         assert!(daemon.containers().is_empty());
         assert!(fs::read_dir(daemon.path("work")).unwrap().next().is_none());
     }
+}
+
+/// A new SQS queue and its dead-letter queue in moto: their URLs.
+fn queue_with_dead_letters(queue: &str) -> (String, String) {
+    let urls = common::boto3(&format!(
+        "sqs = boto3.client('sqs', **kw)\nq = sqs.create_queue(QueueName='{queue}')['QueueUrl']\nd = sqs.create_queue(QueueName='{queue}-dlq')['QueueUrl']\nprint(q)\nprint(d)"
+    ));
+    let mut lines = urls.lines();
+    (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    )
 }
 
 /// A daemon config's `[aws]` table pointing at moto, then `rest` (sources come after it).
