@@ -1180,6 +1180,31 @@ fn webhooks_announce_jobs_and_https_sources_are_fetched() {
         "{}",
         requests[1]
     );
+    // A job whose source cannot be fetched was started too, and is announced as such.
+    let (missing_url, _) = common::daemon::http_server_answering("404 Not Found", "", Vec::new());
+    daemon.submit(
+        "https-2",
+        &json!({
+            "version": 1, "id": "https-2", "kind": "build",
+            "source": {"type": "https", "url": format!("{missing_url}/gone.tgz")}
+        }),
+    );
+    let failed = daemon.result("https-2", Duration::from_secs(60));
+    assert_eq!(failed["status"], "FAILED", "{failed:#}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let announced = |event: &str| {
+        seen.lock().unwrap().iter().any(|r| {
+            r.contains(&format!("\"event\":\"{event}\"")) && r.contains("\"job_id\":\"https-2\"")
+        })
+    };
+    while !(announced("job.started") && announced("job.finished")) {
+        assert!(
+            Instant::now() < deadline,
+            "webhooks: {:?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         !daemon.log().contains("s3cr3t"),
         "the webhook's token is never logged"

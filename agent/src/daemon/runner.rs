@@ -494,6 +494,22 @@ impl Runner {
         if let Err(e) = self.state.journal(entry) {
             return Outcome::Released(with_kind(blank(&job.id, JobStatus::Fault, e)));
         }
+        // Started once the agent works on it: fetching its source is part of the job (as
+        // CodeBuild's DOWNLOAD_SOURCE), so a job whose fetch fails is announced twice too.
+        let started_at = super::now_rfc3339();
+        announce.started_at = Some(started_at.clone());
+        if let Some(url) = self.webhook_url(announce) {
+            self.webhooks.notify(
+                &url,
+                Event::Started {
+                    job_id: &job.id,
+                    kind,
+                    source: source.name(),
+                    received_at,
+                    started_at: &started_at,
+                },
+            );
+        }
         let needs_aws = matches!(&job.source, JobSourceSpec::Git(git) if git.credentials_secret.is_some())
             || matches!(job.buildspec(), Some(jobspec::Buildspec::S3(_)));
         // Secrets and buildspecs are read as the job: with its role when it has one, so a
@@ -522,20 +538,6 @@ impl Runner {
                     return Outcome::Done(with_kind(blank(&job.id, e.status, e.message)));
                 }
             };
-        let started_at = super::now_rfc3339();
-        announce.started_at = Some(started_at.clone());
-        if let Some(url) = self.webhook_url(announce) {
-            self.webhooks.notify(
-                &url,
-                Event::Started {
-                    job_id: &job.id,
-                    kind,
-                    source: source.name(),
-                    received_at,
-                    started_at: &started_at,
-                },
-            );
-        }
         if let Ok(mut running) = self.running.lock() {
             running.insert(
                 job.id.clone(),
