@@ -158,7 +158,9 @@ impl Default for Backoff {
 
 /// Sends webhook notifications in the background; see the module docs.
 pub struct Webhooks {
-    client: reqwest::Client,
+    /// Made at the first notification: an agent that never sends one keeps none of the
+    /// HTTP client's TLS setup (certificate store, code pages) in memory.
+    client: std::sync::OnceLock<reqwest::Client>,
     agent: String,
     backoff: Arc<Backoff>,
     /// How many notifications are still being delivered, for [`Webhooks::flush`].
@@ -172,20 +174,27 @@ impl Webhooks {
     }
 
     pub(crate) fn with_backoff(agent_name: &str, backoff: Backoff) -> Result<Self, WebhookError> {
+        Ok(Self {
+            client: std::sync::OnceLock::new(),
+            agent: agent_name.to_string(),
+            backoff: Arc::new(backoff),
+            in_flight: Arc::new(watch::Sender::new(0)),
+        })
+    }
+
+    fn client(&self) -> Result<reqwest::Client, WebhookError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             // A redirected POST may turn into a GET or land on plain http; receivers
             // that moved must be given their new URL.
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(backoff.attempt_timeout)
+            .timeout(self.backoff.attempt_timeout)
             .build()
             .map_err(|e| WebhookError::Client(describe(e)))?;
-        Ok(Self {
-            client,
-            agent: agent_name.to_string(),
-            backoff: Arc::new(backoff),
-            in_flight: Arc::new(watch::Sender::new(0)),
-        })
+        Ok(self.client.get_or_init(|| client).clone())
     }
 
     /// Posts `event` to `url` in the background. Never blocks and never fails: a URL that may
@@ -221,8 +230,15 @@ impl Webhooks {
             delivery: uuid::Uuid::new_v4().to_string(),
             body,
         };
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(job, event = event.name(), error = %e, "not sending the webhook");
+                return;
+            }
+        };
         let guard = InFlight::enter(&self.in_flight);
-        let (client, backoff) = (self.client.clone(), self.backoff.clone());
+        let backoff = self.backoff.clone();
         runtime.spawn(async move {
             let _guard = guard;
             deliver(&client, &backoff, &notification).await;
@@ -643,7 +659,7 @@ mod tests {
             delivery: "d".into(),
             body: Bytes::from_static(b"{}"),
         };
-        let outcome = deliver(&hooks.client, &hooks.backoff, &notification).await;
+        let outcome = deliver(&hooks.client().unwrap(), &hooks.backoff, &notification).await;
         assert_eq!(outcome, Delivered::Yes { attempts: 2 });
         let (first, second) = (seen.recv().await.unwrap(), seen.recv().await.unwrap());
         let waited = second.at - first.at;
@@ -659,7 +675,7 @@ mod tests {
             url: check_url(&format!("{base}/hook")).unwrap(),
             ..notification
         };
-        let outcome = deliver(&hooks.client, &hooks.backoff, &notification).await;
+        let outcome = deliver(&hooks.client().unwrap(), &hooks.backoff, &notification).await;
         assert!(
             matches!(&outcome, Delivered::GaveUp { attempts: 1, reason } if reason.contains("3600s")),
             "{outcome:?}"
@@ -682,7 +698,7 @@ mod tests {
             let (base, mut seen) = receiver(vec![status(code)]).await;
             let hooks = Webhooks::with_backoff("a", quick()).unwrap();
             let outcome = deliver(
-                &hooks.client,
+                &hooks.client().unwrap(),
                 &hooks.backoff,
                 &notification(&format!("{base}/hook")),
             )
@@ -701,7 +717,7 @@ mod tests {
         let (base, _seen) = receiver(vec![status(408), status(429), status(200)]).await;
         let hooks = Webhooks::with_backoff("a", quick()).unwrap();
         let outcome = deliver(
-            &hooks.client,
+            &hooks.client().unwrap(),
             &hooks.backoff,
             &notification(&format!("{base}/hook")),
         )
@@ -717,7 +733,7 @@ mod tests {
         };
         let hooks = Webhooks::with_backoff("a", quick()).unwrap();
         let outcome = deliver(
-            &hooks.client,
+            &hooks.client().unwrap(),
             &hooks.backoff,
             &notification(&format!("http://127.0.0.1:{port}/hook")),
         )
@@ -742,7 +758,7 @@ mod tests {
         };
         let hooks = Webhooks::with_backoff("a", backoff).unwrap();
         let outcome = deliver(
-            &hooks.client,
+            &hooks.client().unwrap(),
             &hooks.backoff,
             &notification(&format!("{base}/hook")),
         )
