@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod params;
 pub mod roles;
 pub mod s3;
+pub mod transient;
 pub mod uploaded;
 
 use std::time::SystemTime;

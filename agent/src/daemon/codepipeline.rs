@@ -1508,24 +1508,6 @@ struct Failure {
     transient: bool,
 }
 
-/// Codes that clear up by themselves (besides any 5xx or 429).
-const TRANSIENT_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "LimitExceededException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalError",
-    "InternalFailure",
-    "InternalServerError",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "SlowDown",
-];
-
 const DENIED_CODES: &[&str] = &[
     "AccessDenied",
     "AccessDeniedException",
@@ -1598,23 +1580,17 @@ fn classify<E>(error: &SdkError<E, HttpResponse>, code: &str) -> (String, bool)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    match error {
-        SdkError::ServiceError(context) => {
-            let status = context.raw().status().as_u16();
-            let detail = error
-                .message()
-                .map_or_else(|| error_text(error), str::to_string);
-            let transient = status >= 500 || status == 429 || TRANSIENT_CODES.contains(&code);
-            (detail, transient)
-        }
-        // Network trouble, timeouts, answers that are not the service's (a proxy's error
-        // page), and credentials that cannot be loaded right now.
+    let transient = crate::aws::transient::is_transient(error, code);
+    let detail = match error {
+        SdkError::ServiceError(_) => error
+            .message()
+            .map_or_else(|| error_text(error), str::to_string),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            (format!("not reached: {}", error_text(error)), true)
+            format!("not reached: {}", error_text(error))
         }
-        // The request could not even be built: the same configuration fails the same way.
-        _ => (error_text(error), false),
-    }
+        _ => error_text(error),
+    };
+    (detail, transient)
 }
 
 /// An S3 error as the reason to fail the job.

@@ -87,24 +87,41 @@ fn read_secret_file(path: &Path, entry: &GitCredential) -> Result<String, String
 pub async fn from_secret(
     secret: &str,
     aws: Option<&aws_config::SdkConfig>,
-) -> Result<crate::source::git_fetch::GitCredentials, String> {
-    let aws =
-        aws.ok_or("git credentials come from Secrets Manager, and this agent has no AWS setup")?;
+) -> Result<crate::source::git_fetch::GitCredentials, SecretError> {
+    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+    let aws = aws.ok_or_else(|| SecretError {
+        message: "git credentials come from Secrets Manager, and this agent has no AWS setup"
+            .to_string(),
+        permanent: false,
+    })?;
     let value = aws_sdk_secretsmanager::Client::new(aws)
         .get_secret_value()
         .secret_id(secret)
         .send()
         .await
-        .map_err(|e| {
-            format!(
+        .map_err(|e| SecretError {
+            permanent: !crate::aws::transient::is_transient(&e, e.code().unwrap_or_default()),
+            message: format!(
                 "cannot read the git credentials secret {secret}: {}",
                 crate::aws::error_text(&e)
-            )
+            ),
         })?;
-    let text = value
-        .secret_string()
-        .ok_or_else(|| format!("the git credentials secret {secret} has no string value"))?;
-    parse_secret(secret, text)
+    let text = value.secret_string().ok_or_else(|| SecretError {
+        message: format!("the git credentials secret {secret} has no string value"),
+        permanent: true,
+    })?;
+    parse_secret(secret, text).map_err(|message| SecretError {
+        message,
+        permanent: true,
+    })
+}
+
+/// Why a git credentials secret could not be had.
+#[derive(Debug)]
+pub struct SecretError {
+    pub message: String,
+    /// Asking again will not help: the secret is missing, refused or not credentials.
+    pub permanent: bool,
 }
 
 /// The credentials a secret's string holds: a JSON object as [`from_secret`] says, a bare

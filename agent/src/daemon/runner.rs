@@ -293,7 +293,7 @@ impl Runner {
         config: &Config,
         job_id: &str,
         role: Option<&jobspec::ResolvedRole>,
-    ) -> Result<aws_config::SdkConfig, String> {
+    ) -> Result<aws_config::SdkConfig, PrepareError> {
         let base = self.aws.get(config).await;
         let Some(role) = role else {
             return Ok(base);
@@ -314,8 +314,23 @@ impl Runner {
             .await
             .map(|aws| aws.config)
             .map_err(|e| {
-                format!(
-                    "cannot assume the job's role to read its git credentials or buildspec: {e}"
+                use crate::aws::{AwsError, RoleError};
+                // A role the job may not assume stays refused; the agent's own credentials
+                // or STS being away may pass.
+                let permanent = matches!(
+                    e,
+                    AwsError::Role(
+                        RoleError::AccessDenied { .. }
+                            | RoleError::RegionDisabled { .. }
+                            | RoleError::DurationTooLong { .. }
+                            | RoleError::Invalid(_)
+                    )
+                );
+                PrepareError::permanent_if(
+                    permanent,
+                    format!(
+                        "cannot assume the job's role to read its git credentials or buildspec: {e}"
+                    ),
                 )
             })
     }
@@ -517,8 +532,7 @@ impl Runner {
         let aws = if needs_aws {
             match self.job_aws(&config, &job.id, resolved.role.as_ref()).await {
                 Ok(aws) => Some(aws),
-                Err(message) => {
-                    let e = PrepareError::aws(message);
+                Err(e) => {
                     return Outcome::Done(with_kind(blank(&job.id, e.status, e.message)));
                 }
             }
@@ -882,21 +896,10 @@ impl PrepareError {
         }
     }
 
-    /// An AWS call's failure: a refusal or a missing object is the job's to fix (its role,
-    /// its names); anything else (the network, throttling, an outage) may pass.
-    fn aws(message: String) -> Self {
-        const THE_JOBS: [&str; 7] = [
-            "AccessDenied",
-            "access denied",
-            "Forbidden",
-            "NoSuchKey",
-            "NoSuchBucket",
-            "NotFound",
-            "no string value",
-        ];
-        if THE_JOBS.iter().any(|code| message.contains(code))
-            || message.contains("neither `token` nor")
-        {
+    /// A failure that will recur (a refusal, a missing object) is the job's to fix: its
+    /// role, its names; one that may pass (the network, throttling, an outage) is a FAULT.
+    fn permanent_if(permanent: bool, message: String) -> Self {
+        if permanent {
             PrepareError::job(message)
         } else {
             PrepareError::from(message)
@@ -904,12 +907,7 @@ impl PrepareError {
     }
 
     fn fetch<E: Transient>(what: &str, e: &E) -> Self {
-        let message = format!("{what}: {e}");
-        if e.is_transient() {
-            PrepareError::from(message)
-        } else {
-            PrepareError::job(message)
-        }
+        PrepareError::permanent_if(!e.is_transient(), format!("{what}: {e}"))
     }
 }
 
@@ -953,7 +951,7 @@ async fn prepare(
                 Some(secret) => Some(
                     git_credentials::from_secret(secret, fetchers.aws)
                         .await
-                        .map_err(PrepareError::aws)?,
+                        .map_err(|e| PrepareError::permanent_if(e.permanent, e.message))?,
                 ),
                 None => git_credential_for(fetchers.configured, &git.url)
                     .map(git_credentials::from_config)
@@ -1051,10 +1049,14 @@ async fn fetch_buildspec(
         .send()
         .await
         .map_err(|e| {
-            PrepareError::aws(format!(
-                "cannot read the buildspec {url}: {}",
-                crate::aws::error_text(&e)
-            ))
+            use aws_sdk_s3::error::ProvideErrorMetadata;
+            PrepareError::permanent_if(
+                !crate::aws::transient::is_transient(&e, e.code().unwrap_or_default()),
+                format!(
+                    "cannot read the buildspec {url}: {}",
+                    crate::aws::error_text(&e)
+                ),
+            )
         })?;
     if object
         .content_length()

@@ -401,23 +401,6 @@ struct Failure {
     transient: bool,
 }
 
-/// Codes that clear up by themselves (besides any 5xx or 429).
-const TRANSIENT_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "OverLimit",
-    "KmsThrottled",
-    "KmsUnavailable",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalFailure",
-    "RequestTimeout",
-    "RequestTimeoutException",
-];
-
 const NO_QUEUE_CODES: &[&str] = &["NonExistentQueue", "QueueDoesNotExist"];
 
 const DENIED_CODES: &[&str] = &["AccessDenied", "AccessDeniedException", "KmsAccessDenied"];
@@ -506,26 +489,21 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let code = error.code().unwrap_or_default().to_string();
-    let (detail, transient) = match &error {
-        SdkError::ServiceError(context) => {
-            let status = context.raw().status().as_u16();
-            let detail = error
-                .message()
-                .map_or_else(|| error_text(&error), str::to_string);
-            let norm = code
-                .strip_prefix("AWS.SimpleQueueService.")
-                .unwrap_or(&code);
-            let transient = status >= 500 || status == 429 || TRANSIENT_CODES.contains(&norm);
-            (detail, transient)
-        }
-        // Network trouble, timeouts and answers that are not SQS's (a proxy's error page)
-        // pass; credentials that cannot be loaded right now (instance metadata) land here too.
+    let norm = code
+        .strip_prefix("AWS.SimpleQueueService.")
+        .unwrap_or(&code);
+    let transient = crate::aws::transient::is_transient(&error, norm);
+    let detail = match &error {
+        SdkError::ServiceError(_) => error
+            .message()
+            .map_or_else(|| error_text(&error), str::to_string),
+        // Network trouble, timeouts and answers that are not SQS's (a proxy's error page);
+        // credentials that cannot be loaded right now (instance metadata) land here too.
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            (format!("SQS not reached: {}", error_text(&error)), true)
+            format!("SQS not reached: {}", error_text(&error))
         }
-        // The request could not even be built (no region, an invalid endpoint): the same
-        // configuration will fail the same way.
-        _ => (error_text(&error), false),
+        // The request could not even be built (no region, an invalid endpoint).
+        _ => error_text(&error),
     };
     Failure {
         operation,
