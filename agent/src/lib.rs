@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod build;
 pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod deploy;
 pub mod deploy_local;

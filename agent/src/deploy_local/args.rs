@@ -115,33 +115,17 @@ pub struct Control {
 impl Control {
     /// Reads and checks the first line of standard input.
     pub fn read() -> Result<Control, String> {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .map_err(|e| format!("--control-stdin: cannot read standard input: {e}"))?;
-        Control::parse(&line)
+        Control::check(crate::control::read(Self::SHAPE)?)
     }
 
+    const SHAPE: &'static str = "`{\"env\": {NAME: \"VALUE\"}}`";
+
+    #[cfg(test)]
     fn parse(line: &str) -> Result<Control, String> {
-        if line.trim().is_empty() {
-            return Err(
-                "--control-stdin: standard input ended before its first line, `{\"env\": {…}}`"
-                    .into(),
-            );
-        }
-        // serde's messages quote the offending value, which may be a secret: only where.
-        let control: Control = serde_json::from_str(line).map_err(|e| {
-            let what = match e.classify() {
-                serde_json::error::Category::Data => {
-                    "does not have the shape `{\"env\": {NAME: \"VALUE\"}}`"
-                }
-                _ => "is not JSON on one line",
-            };
-            format!(
-                "--control-stdin: the first line of standard input {what} (column {})",
-                e.column()
-            )
-        })?;
+        Control::check(crate::control::parse(line, Self::SHAPE)?)
+    }
+
+    fn check(control: Control) -> Result<Control, String> {
         for (name, value) in &control.env {
             if name.is_empty() || name.contains(['=', '\0']) {
                 return Err(format!(
