@@ -179,16 +179,8 @@ pub fn run() -> ExitCode {
     }
     let cli = Cli::parse();
     match &cli.command {
-        // A service logs its progress; journald or a log shipper reads it.
-        Command::Daemon { log_format, config } => {
-            let json = match log_format {
-                Some(format) => *format == LogFormat::Json,
-                // A config that does not load is reported by the daemon itself, in plain.
-                None => agent_config::load(config)
-                    .is_ok_and(|c| c.agent.log_format == agent_config::config::LogFormat::Json),
-            };
-            init_tracing("info", json)
-        }
+        // The daemon starts its log once it has read its config, which may choose the format.
+        Command::Daemon { .. } => {}
         _ => init_tracing("warn", false),
     }
     let status = match cli.command {
@@ -200,7 +192,9 @@ pub fn run() -> ExitCode {
         } => validate::run(&files, kind, format, color.enabled()),
         Command::RunLocal(args) => crate::run_local::run(*args),
         Command::DeployLocal(args) => crate::deploy_local::run(*args),
-        Command::Daemon { config, .. } => crate::daemon::run(&config),
+        Command::Daemon { config, log_format } => {
+            crate::daemon::run(&config, log_format.map(|f| f == LogFormat::Json))
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match agent_config::load(&file) {
@@ -240,7 +234,7 @@ pub fn run() -> ExitCode {
 
 /// The agent's own diagnostics (not build output) go to standard error, filtered by
 /// `AGENT_LOG` (e.g. `AGENT_LOG=debug`, `AGENT_LOG=agent::exec=trace`).
-fn init_tracing(default_level: &str, json: bool) {
+pub(crate) fn init_tracing(default_level: &str, json: bool) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));

@@ -13,8 +13,8 @@ use super::source::{Delivery, JobSource, Lease};
 
 pub struct LeaseKeeper {
     called_off: watch::Receiver<Option<String>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    /// The beating task and how to stop it; `None` for a source with no lease.
+    beats: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl LeaseKeeper {
@@ -25,8 +25,7 @@ impl LeaseKeeper {
         let Some(every) = source.heartbeat() else {
             return LeaseKeeper {
                 called_off,
-                stop: None,
-                task: None,
+                beats: None,
             };
         };
         let (stop, mut stopped) = oneshot::channel::<()>();
@@ -57,8 +56,7 @@ impl LeaseKeeper {
         });
         LeaseKeeper {
             called_off,
-            stop: Some(stop),
-            task: Some(task),
+            beats: Some((stop, task)),
         }
     }
 
@@ -70,10 +68,8 @@ impl LeaseKeeper {
     /// Stops beating, after a beat under way has finished: the delivery is about to be
     /// settled.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
+        if let Some((stop, task)) = self.beats.take() {
             let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
             let _ = task.await;
         }
     }
@@ -82,7 +78,7 @@ impl LeaseKeeper {
 impl Drop for LeaseKeeper {
     fn drop(&mut self) {
         // Not stopped through `stop` (the handler itself was dropped): end the beats now.
-        if let Some(task) = self.task.take() {
+        if let Some((_, task)) = self.beats.take() {
             task.abort();
         }
     }

@@ -44,7 +44,8 @@ fn now_rfc3339() -> String {
 }
 
 /// Runs the daemon until it is stopped; returns the exit status.
-pub fn run(config_path: &Path) -> u8 {
+/// `json_logs` is `--log-format`; without it the config's `agent.log_format` decides.
+pub fn run(config_path: &Path, json_logs: Option<bool>) -> u8 {
     let config = match agent_config::load(config_path) {
         Ok(config) => config,
         Err(e) => {
@@ -52,6 +53,10 @@ pub fn run(config_path: &Path) -> u8 {
             return exit::BAD_INPUT;
         }
     };
+    // A service logs its progress; journald or a log shipper reads it.
+    let json =
+        json_logs.unwrap_or(config.agent.log_format == agent_config::config::LogFormat::Json);
+    crate::cli::init_tracing("info", json);
     let runtime = match crate::runtime::start() {
         Ok(rt) => rt,
         Err(status) => return status,
@@ -507,21 +512,7 @@ impl Daemon {
     /// One line for `systemctl status`: how busy the agent is, and a failing source.
     fn status_line(&self, running: usize) -> String {
         let capacity = self.capacity.lock().map(|c| *c).unwrap_or(0);
-        let failing: Vec<String> = self
-            .sources
-            .lock()
-            .map(|sources| {
-                sources
-                    .iter()
-                    .filter(|p| {
-                        p.health
-                            .lock()
-                            .is_ok_and(|h| !h.healthy && h.last_poll.is_some())
-                    })
-                    .map(|p| p.source.name().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let failing = self.failing_sources();
         if failing.is_empty() {
             format!("{running} of {capacity} jobs running; sources answer")
         } else {
@@ -545,14 +536,27 @@ impl Daemon {
             .is_ok_and(|last| last.elapsed() < LOOP_BEAT * 6)
     }
 
-    fn healthy(&self) -> bool {
-        self.sources.lock().is_ok_and(|sources| {
-            sources.iter().all(|p| {
-                p.health
-                    .lock()
-                    .is_ok_and(|h| h.healthy || h.last_poll.is_none())
+    /// The sources whose last poll failed; one not polled yet is given the benefit of
+    /// the doubt.
+    fn failing_sources(&self) -> Vec<String> {
+        self.sources
+            .lock()
+            .map(|sources| {
+                sources
+                    .iter()
+                    .filter(|p| {
+                        p.health
+                            .lock()
+                            .is_ok_and(|h| !h.healthy && h.last_poll.is_some())
+                    })
+                    .map(|p| p.source.name().to_string())
+                    .collect()
             })
-        })
+            .unwrap_or_default()
+    }
+
+    fn healthy(&self) -> bool {
+        self.failing_sources().is_empty()
     }
 
     /// SIGHUP: read the config again; what can change live changes now (concurrency,
@@ -748,13 +752,13 @@ const STOP_GRACE: Duration = Duration::from_secs(45);
 /// How long webhooks already on their way may take once the jobs have stopped.
 const WEBHOOK_FLUSH: Duration = Duration::from_secs(30);
 
-/// A delivery a poller took, with the slot it will run in.
 /// How often the state directory is pruned of records past `agent.retention`.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How often the main loop marks itself alive; `/healthz` fails after six missed beats.
 const LOOP_BEAT: Duration = Duration::from_secs(5);
 
+/// A delivery a poller took, with the slot it will run in.
 struct Taken {
     polled: Polled,
     delivery: source::Delivery,
