@@ -95,10 +95,16 @@ impl Host {
         dest
     }
 
-    fn deploy(&self, bundle: &Path, extra: &[&str]) -> Deploy {
-        let summary = self.dir.path().join("summary.json");
-        let _ = fs::remove_file(&summary);
-        let output = agent()
+    /// `agent deploy-local` of `bundle` on this host, its summary in `summary`.
+    fn deploy_command(
+        &self,
+        bundle: &Path,
+        extra: &[&str],
+        summary: &Path,
+    ) -> std::process::Command {
+        let _ = fs::remove_file(summary);
+        let mut command = agent();
+        command
             .arg("deploy-local")
             .arg("--bundle")
             .arg(bundle)
@@ -107,11 +113,18 @@ impl Host {
             .arg("--allow-destination")
             .arg(self.apps())
             .arg("--summary")
-            .arg(&summary)
+            .arg(summary)
             .args(extra)
             .env("SAMPLE_APP_HOME", self.app_home())
             .env("SAMPLE_APP_RUN", self.run_dir())
-            .env("AWS_SECRET_ACCESS_KEY", "agent-own-secret")
+            .env("AWS_SECRET_ACCESS_KEY", "agent-own-secret");
+        command
+    }
+
+    fn deploy(&self, bundle: &Path, extra: &[&str]) -> Deploy {
+        let summary = self.dir.path().join("summary.json");
+        let output = self
+            .deploy_command(bundle, extra, &summary)
             .output()
             .unwrap();
         let summary = fs::read_to_string(&summary)
@@ -1317,23 +1330,11 @@ impl Host {
     fn start_controlled(&self, bundle: &Path, extra: &[&str], control: &str) -> Running {
         use std::io::Write;
         let summary = self.dir.path().join("summary.json");
-        let _ = fs::remove_file(&summary);
         let stdout = self.dir.path().join("stdout");
         let stderr = self.dir.path().join("stderr");
-        let mut child = agent()
-            .arg("deploy-local")
+        let mut child = self
+            .deploy_command(bundle, extra, &summary)
             .arg("--control-stdin")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--root")
-            .arg(self.root())
-            .arg("--allow-destination")
-            .arg(self.apps())
-            .arg("--summary")
-            .arg(&summary)
-            .args(extra)
-            .env("SAMPLE_APP_HOME", self.app_home())
-            .env("SAMPLE_APP_RUN", self.run_dir())
             .stdin(std::process::Stdio::piped())
             .stdout(fs::File::create(&stdout).unwrap())
             .stderr(fs::File::create(&stderr).unwrap())

@@ -76,7 +76,7 @@ impl Halt {
         match self {
             Halt::TimedOut(limit) => format!(
                 "the deployment did not finish within {} (--timeout)",
-                human_duration(*limit)
+                agent_config::values::format_duration(*limit)
             ),
             Halt::Stopped(how) => format!("the deployment was stopped ({how})"),
         }
@@ -150,22 +150,6 @@ impl Halts {
             limit = deadline => Halt::TimedOut(limit),
         }
     }
-}
-
-/// `1h30m`, `90s` → `1m30s`: durations as `--timeout` takes them.
-fn human_duration(d: Duration) -> String {
-    let total = d.as_secs();
-    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
-    let mut text = String::new();
-    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
-        if n > 0 {
-            text.push_str(&format!("{n}{unit}"));
-        }
-    }
-    if text.is_empty() {
-        text = format!("{}ms", d.as_millis());
-    }
-    text
 }
 
 /// Sees a deployment as it goes (the terminal, a job's log).
@@ -945,14 +929,6 @@ impl LineSink for EventSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limits_read_as_they_were_given() {
-        assert_eq!(human_duration(Duration::from_secs(30)), "30s");
-        assert_eq!(human_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(human_duration(Duration::from_secs(3601)), "1h1s");
-        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
-    }
 
     #[tokio::test]
     async fn a_stop_wins_over_a_passed_deadline() {

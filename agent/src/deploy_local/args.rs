@@ -90,7 +90,7 @@ pub struct DeployLocalArgs {
     pub external_id: Option<String>,
     /// A session tag for the assumed roles. Repeatable.
     #[arg(long = "session-tag", value_name = "KEY=VALUE", requires = "role_arn",
-          value_parser = parse_tag)]
+          value_parser = crate::run_local::parse_key_value)]
     pub session_tag: Vec<(String, String)>,
     /// The whole run's time limit, rollback included: `90m`, `30s`, `2h`; a bare number is
     /// minutes. Past it the running hook is stopped, and the deployment ends TimedOut.
@@ -143,13 +143,6 @@ impl Control {
     }
 }
 
-fn parse_tag(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("`{text}` is not KEY=VALUE")),
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "UPPER")]
 pub enum Behavior {
@@ -192,8 +185,11 @@ mod tests {
 
     #[test]
     fn tags() {
-        assert_eq!(parse_tag("team=web"), Ok(("team".into(), "web".into())));
-        assert!(parse_tag("=web").is_err());
-        assert!(parse_tag("web").is_err());
+        assert_eq!(
+            crate::run_local::parse_key_value("team=web"),
+            Ok(("team".into(), "web".into()))
+        );
+        assert!(crate::run_local::parse_key_value("=web").is_err());
+        assert!(crate::run_local::parse_key_value("web").is_err());
     }
 }

@@ -113,7 +113,7 @@ pub struct RunLocalArgs {
     #[arg(long = "pids-limit", value_name = "N", default_value_t = 4096)]
     pub pids_limit: i64,
     /// A label for the build container, as `agent.label.KEY=VALUE`. Repeatable.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub label: Vec<(String, String)>,
     /// The AWS profile for credentials (default: the standard chain).
     #[arg(long, value_name = "NAME")]
@@ -239,14 +239,12 @@ impl RunLocalArgs {
     }
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
-    if key.is_empty() {
-        return Err(format!("`{text}` has no key"));
+/// `KEY=VALUE` with a key, for flags such as `--label` and deploy-local's `--session-tag`.
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
     }
-    Ok((key.to_string(), value.to_string()))
 }
 
 fn parse_secondary(text: &str) -> Result<(String, PathBuf), String> {

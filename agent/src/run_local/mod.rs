@@ -6,7 +6,7 @@ mod aws_setup;
 mod batch;
 mod output;
 
-pub use args::{RunLocalArgs, parse_timeout};
+pub use args::{RunLocalArgs, parse_key_value, parse_timeout};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
