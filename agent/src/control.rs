@@ -13,6 +13,15 @@ pub fn read<T: DeserializeOwned>(shape: &str) -> Result<T, String> {
     parse(&line, shape)
 }
 
+/// Returns once standard input ends, the rest of it read and dropped: after the control
+/// line, that end is the daemon asking the job to stop.
+pub async fn end_of_input() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
 /// Parses one control line. The message says where it is wrong, never what it holds:
 /// serde quotes the offending value, which may be a secret.
 pub fn parse<T: DeserializeOwned>(line: &str, shape: &str) -> Result<T, String> {

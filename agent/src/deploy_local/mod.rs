@@ -22,21 +22,7 @@ use crate::exit;
 /// (even when the rollback succeeded), timed out or was stopped, 2 bad input (nothing on
 /// the host changed), 3 the agent could not run it.
 pub fn run(args: DeployLocalArgs) -> u8 {
-    let runtime = match crate::runtime::start() {
-        Ok(rt) => rt,
-        Err(status) => return status,
-    };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(run_async(args))
-    }));
-    // The watch on standard input (`--control-stdin`) is a read blocked on a thread that
-    // cannot be interrupted; dropping the runtime would wait for it forever, after a panic
-    // too.
-    runtime.shutdown_background();
-    match outcome {
-        Ok(status) => status,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    crate::runtime::run_abandoning_blocked_reads(run_async(args))
 }
 
 async fn run_async(args: DeployLocalArgs) -> u8 {
@@ -269,10 +255,7 @@ fn watch_signals(
 
 /// Under the daemon, the end of standard input means the daemon is gone or stops the job.
 async fn watch_stdin_eof(stop: watch::Sender<Option<String>>) {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 256];
-    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    crate::control::end_of_input().await;
     ask_to_stop(&stop, "the end of standard input");
 }
 

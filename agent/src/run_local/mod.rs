@@ -25,21 +25,7 @@ use crate::logs::{FileSink, JsonSink, Log, Maskers, Sink, TerminalSink};
 
 /// Runs the build the flags describe; returns the exit status.
 pub fn run(args: RunLocalArgs) -> u8 {
-    let runtime = match crate::runtime::start() {
-        Ok(rt) => rt,
-        Err(status) => return status,
-    };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(run_async(Arc::new(args)))
-    }));
-    // A read of standard input (`--control-stdin`) may still be blocked on a thread that
-    // cannot be interrupted; the process is done, so do not wait for it. That holds after a
-    // panic too: dropping the runtime would wait for that thread forever.
-    runtime.shutdown_background();
-    match outcome {
-        Ok(status) => status,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    crate::runtime::run_abandoning_blocked_reads(run_async(Arc::new(args)))
 }
 
 async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
@@ -357,10 +343,7 @@ async fn watch_ctrl_c(stop: watch::Sender<Stop>) {
 /// Under the daemon, the end of standard input means the daemon is gone (or cancels the
 /// job): stop as on Ctrl-C, and kill everything if the stop takes too long.
 async fn watch_stdin_eof(stop: watch::Sender<Stop>) {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 256];
-    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    crate::control::end_of_input().await;
     stop.send_replace(Stop::Graceful);
     tokio::time::sleep(STOP_GRACE).await;
     stop.send_replace(Stop::Now);
