@@ -227,10 +227,7 @@ fn sigterm_drains_and_a_stopped_job_goes_back_to_the_inbox() {
 
     // With a drain shorter than the job: it is stopped, `finally` runs, and it goes back.
     daemon.write_config("");
-    let config = fs::read_to_string(daemon.path("agent.toml"))
-        .unwrap()
-        .replace("drain_timeout = \"20s\"", "drain_timeout = \"1s\"");
-    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.edit_config("drain_timeout = \"20s\"", "drain_timeout = \"1s\"");
     fs::remove_file(daemon.path("spool/inbox/job-late.json")).unwrap();
     daemon.launch();
     daemon.submit("job-long", &build_job("job-long", &["sleep 60"]));
@@ -333,16 +330,13 @@ fn a_buildspec_linking_out_of_the_source_is_refused() {
     let _serial = serial();
     let repos = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::new("");
-    let config = fs::read_to_string(daemon.path("agent.toml"))
-        .unwrap()
-        .replace(
-            "[jobs]\n",
-            &format!(
-                "[jobs]\nallowed_git_paths = [\"{}\"]\n",
-                repos.path().display()
-            ),
-        );
-    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.edit_config(
+        "[jobs]\n",
+        &format!(
+            "[jobs]\nallowed_git_paths = [\"{}\"]\n",
+            repos.path().display()
+        ),
+    );
     daemon.launch();
     // A file of the agent's host that a job's author would like to see.
     let outside = daemon.path("outside.yml");
@@ -359,17 +353,7 @@ fn a_buildspec_linking_out_of_the_source_is_refused() {
         &["add", "."],
         &["commit", "-qm", "a link out"],
     ] {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::git(&repo, args);
     }
     daemon.submit(
         "link-out",
@@ -464,10 +448,7 @@ fn an_sqs_long_poll_does_not_keep_a_spool_job_waiting() {
         "[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"20s\"\n"
     ));
     let mut daemon = Daemon::new(&extra);
-    let config = fs::read_to_string(daemon.path("agent.toml"))
-        .unwrap()
-        .replace("concurrency = 2", "concurrency = 1");
-    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.edit_config("concurrency = 2", "concurrency = 1");
     daemon.launch();
     // The empty queue's long poll is under way now, for 20 s.
     std::thread::sleep(Duration::from_secs(2));
@@ -560,10 +541,7 @@ fn sighup_reloads_what_can_change_live() {
     let _serial = serial();
     let daemon = Daemon::start("");
     assert_eq!(daemon.status().unwrap()["concurrency"], 2);
-    let config = fs::read_to_string(daemon.path("agent.toml"))
-        .unwrap()
-        .replace("concurrency = 2", "concurrency = 5");
-    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.edit_config("concurrency = 2", "concurrency = 5");
     daemon.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while daemon.status().unwrap()["concurrency"] != 5 {
@@ -662,13 +640,10 @@ fn a_reload_restarts_changed_sources_and_moves_the_listener() {
     assert!(daemon.path("spool/inbox/job-orphan.json").exists());
 
     // A change read only at start is reported, and changes nothing else.
-    let config = fs::read_to_string(daemon.path("agent.toml"))
-        .unwrap()
-        .replace(
-            "drain_timeout = \"20s\"",
-            "drain_timeout = \"20s\"\nlog_format = \"json\"",
-        );
-    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.edit_config(
+        "drain_timeout = \"20s\"",
+        "drain_timeout = \"20s\"\nlog_format = \"json\"",
+    );
     daemon.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !daemon
@@ -1025,13 +1000,10 @@ fn job_secrets_labels_and_uploads_reach_the_build_the_result_and_the_metrics() {
     ));
     let extra = aws_extra("");
     let mut daemon = Daemon::new(&extra);
-    let config = fs::read_to_string(daemon.path("agent.toml"))
-        .unwrap()
-        .replace(
-            "concurrency = 2\n",
-            "concurrency = 2\nlabels = { os = \"linux\", team = \"platform\" }\n",
-        );
-    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.edit_config(
+        "concurrency = 2\n",
+        "concurrency = 2\nlabels = { os = \"linux\", team = \"platform\" }\n",
+    );
     daemon.launch();
     let buildspec = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"db=$DB_PASSWORD api=$API_KEY\"\n      - test \"$DB_PASSWORD\" = \"Db-Pa55-$UNIQUE\" && test \"$API_KEY\" = \"Api-K3y-$UNIQUE\" && echo secrets-ok\n      - head -c 300000 /dev/zero > out.bin\nartifacts:\n  files: [out.bin]\n";
     daemon.submit(
@@ -1246,20 +1218,7 @@ fn a_local_git_repository_is_cloned_only_from_an_allowed_directory() {
     let repos = tempfile::tempdir().unwrap();
     let repo = repos.path().join("app");
     fs::create_dir(&repo).unwrap();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| common::git(&repo, args);
     git(&["init", "-q", "-b", "main"]);
     fs::write(
         repo.join("buildspec.yml"),
@@ -1288,16 +1247,13 @@ fn a_local_git_repository_is_cloned_only_from_an_allowed_directory() {
     );
 
     // Allowed by a live reload.
-    let config = fs::read_to_string(daemon.path("agent.toml"))
-        .unwrap()
-        .replace(
-            "[jobs]\n",
-            &format!(
-                "[jobs]\nallowed_git_paths = [\"{}\"]\n",
-                repos.path().display()
-            ),
-        );
-    fs::write(daemon.path("agent.toml"), config).unwrap();
+    daemon.edit_config(
+        "[jobs]\n",
+        &format!(
+            "[jobs]\nallowed_git_paths = [\"{}\"]\n",
+            repos.path().display()
+        ),
+    );
     daemon.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !daemon.log().contains("config reloaded") {

@@ -72,6 +72,14 @@ impl Daemon {
         fs::write(self.dir.path().join("agent.toml"), config).unwrap();
     }
 
+    /// Replaces `from` (which must be there) with `to` in the config file.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.path("agent.toml");
+        let config = fs::read_to_string(&path).unwrap();
+        assert!(config.contains(from), "`{from}` is not in\n{config}");
+        fs::write(path, config.replace(from, to)).unwrap();
+    }
+
     pub fn launch(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
