@@ -1546,3 +1546,82 @@ fn a_stopped_pipeline_execution_calls_its_build_off() {
     drop(daemon);
     drop(runtime);
 }
+
+/// The containers of hand-started runs that are owned by process `pid`.
+fn run_local_containers_of(pid: u32) -> Vec<String> {
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=agent.instance=run-local@{host}"),
+            "--format",
+            "{{.ID}} {{.Label \"agent.owner\"}}",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split('/').nth(1) == Some(&pid.to_string()))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_restarting_daemon_named_for_its_host_keeps_a_live_run_local_and_reaps_a_dead_one() {
+    let _serial = serial();
+    let sleeper =
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo started\n      - sleep 120\n";
+    let dead = common::Project::new(sleeper);
+    let (mut killed, _) = common::start_run_local(&dead, common::Exec::Docker, "started");
+    let killed_pid = killed.id();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let left = run_local_containers_of(killed_pid);
+    assert_eq!(left.len(), 1, "kill -9 leaves the container: {left:?}");
+    let live = common::Project::new(sleeper);
+    let (mut running, _) = common::start_run_local(&live, common::Exec::Docker, "started");
+    let running_pid = running.id();
+    assert_eq!(run_local_containers_of(running_pid).len(), 1);
+
+    // The daemon's default name is the host name; its janitor must tell its own
+    // containers from a developer's.
+    let mut daemon = Daemon::new("");
+    daemon.name = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    daemon.write_config("");
+    daemon.launch();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !run_local_containers_of(killed_pid).is_empty() {
+        assert!(Instant::now() < deadline, "the dead run's container stays");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        run_local_containers_of(running_pid).len(),
+        1,
+        "the live run's container was removed:\n{}",
+        daemon.log()
+    );
+    assert!(
+        running.try_wait().unwrap().is_none(),
+        "the live run goes on"
+    );
+    drop(daemon);
+
+    // The next hand-started run also removes what a killed one left.
+    let (mut again, _) = common::start_run_local(&dead, common::Exec::Docker, "started");
+    let again_pid = again.id();
+    again.kill().unwrap();
+    again.wait().unwrap();
+    common::ctrl_c(&running);
+    let _ = running.wait();
+    let next =
+        common::Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 2\n");
+    let run = common::run_local(&next, common::Exec::Docker, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run_local_containers_of(again_pid).is_empty(),
+        "a later run-local removes a killed one's container"
+    );
+    assert!(run_local_containers_of(running_pid).is_empty());
+}

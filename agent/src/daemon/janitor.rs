@@ -1,7 +1,8 @@
 //! At start, before any new job: settle what the previous run of this agent left. Every
 //! journaled delivery is completed (it has a stored result) or given back to its source;
-//! its `agent` process, workspace and containers are removed; and every container,
-//! network and volume labelled with this agent's name goes, since none of its jobs runs.
+//! its `agent` process, workspace and containers are removed; every container, network
+//! and volume labelled with this agent's name goes, since none of its jobs runs; and so do
+//! the containers of hand-started `run-local` runs on this host whose process is gone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use bollard::query_parameters::{
 
 use super::source::{Delivery, JobSource};
 use super::state::State;
-use crate::exec::docker::{LABEL_INSTANCE, LABEL_RUN};
+use crate::exec::docker::LABEL_RUN;
+use crate::exec::owner::LABEL_INSTANCE;
 
 /// What reconciliation did, for the log and the tests.
 #[derive(Debug, Default)]
@@ -76,6 +78,9 @@ pub async fn reconcile(
         &mut done,
     )
     .await;
+    if let Ok(docker) = Docker::connect_with_local_defaults() {
+        done.containers += crate::exec::owner::remove_orphans(&docker).await;
+    }
     if let Ok(entries) = std::fs::read_dir(&config.agent.work_dir) {
         for entry in entries.flatten() {
             let removed = super::workspace::remove(

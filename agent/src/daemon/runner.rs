@@ -659,7 +659,7 @@ impl Runner {
         let mut command = tokio::process::Command::new(&self.exe);
         command
             .args(&args)
-            .env("AGENT_INSTANCE", &config.agent.name)
+            .env(crate::exec::owner::INSTANCE_ENV, &config.agent.name)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))

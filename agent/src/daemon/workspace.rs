@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use crate::exec::docker::LABEL_INSTANCE;
+use crate::exec::owner::LABEL_INSTANCE;
 
 /// Where the cleanup container mounts the workspace.
 const MOUNT: &str = "/agent-workspace";

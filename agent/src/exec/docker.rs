@@ -3,7 +3,7 @@
 //! The container runs a keeper process under Docker's init (PID 1), with the image's
 //! ENTRYPOINT cleared; build shells are started in it with `docker exec`. The source is
 //! bind-mounted where CodeBuild puts it. Everything is labelled `agent.job-id` and
-//! `agent.instance` so a janitor can find what a dead agent left behind.
+//! `agent.instance` (see `owner`) so a janitor can find what a dead agent left behind.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -79,7 +79,6 @@ pub const LABEL_JOB: &str = "agent.job-id";
 /// The run a container belongs to: the build itself, or the batch whose member it is (the
 /// daemon's job id), so that everything one job started can be found by one label.
 pub const LABEL_RUN: &str = "agent.run-id";
-pub const LABEL_INSTANCE: &str = "agent.instance";
 
 impl DockerExecutor {
     /// Connects to the engine, makes sure the image is there, and starts the container.
@@ -109,7 +108,7 @@ impl DockerExecutor {
             .collect();
         labels.insert(LABEL_JOB.to_string(), options.build_id.clone());
         labels.insert(LABEL_RUN.to_string(), options.run_id.clone());
-        labels.insert(LABEL_INSTANCE.to_string(), instance_name());
+        labels.extend(super::owner::labels());
         let body = ContainerCreateBody {
             image: Some(options.image.clone()),
             entrypoint: Some(vec![String::new()]),
@@ -592,19 +591,4 @@ async fn pull_image(docker: &Docker, image: &str, log: &Log) -> Result<(), ExecE
         started.elapsed().as_secs_f64()
     ));
     Ok(())
-}
-
-/// This agent's name on labels: the host name, so a janitor knows its own containers.
-pub fn instance_name() -> String {
-    // The daemon names itself in its config and tells the builds it starts.
-    if let Some(name) = std::env::var("AGENT_INSTANCE")
-        .ok()
-        .filter(|n| !n.is_empty())
-    {
-        return name;
-    }
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".to_string())
 }

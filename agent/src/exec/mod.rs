@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod host;
+pub mod owner;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -290,6 +290,7 @@ async fn build_once(
             let image = request.image.clone().unwrap_or_else(|| args.image.clone());
             let options = args.docker_options(request, &image);
             let executor = Arc::new(DockerExecutor::create(options, &log).await?);
+            crate::exec::owner::sweep_in_background();
             Ok(run_on(executor, request, log, stop).await)
         }
     }
