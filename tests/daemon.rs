@@ -1625,3 +1625,45 @@ fn a_restarting_daemon_named_for_its_host_keeps_a_live_run_local_and_reaps_a_dea
     );
     assert!(run_local_containers_of(running_pid).is_empty());
 }
+
+#[test]
+fn a_spool_job_that_keeps_taking_the_agent_down_is_failed_after_its_delivery_limit() {
+    let _serial = serial();
+    let mut daemon = Daemon::new("");
+    daemon.edit_config("path = \"", "max_receive_count = 2\npath = \"");
+    daemon.launch();
+    daemon.submit("job-crashy", &build_job("job-crashy", &["sleep 60"]));
+    // Each delivery takes the agent (and the job's process) down while it runs.
+    for delivery in 1..=2 {
+        wait_running(&daemon, 1);
+        let counted =
+            fs::read_to_string(daemon.path("spool/deliveries/job-crashy.json")).unwrap_or_default();
+        assert_eq!(counted.trim(), delivery.to_string());
+        daemon.signal("KILL");
+        daemon.wait_exit(Duration::from_secs(5));
+        daemon.kill_job_processes();
+        daemon.launch();
+    }
+    let result = daemon.result("job-crashy", Duration::from_secs(60));
+    assert_eq!(result["status"], "FAILED", "{result:#}");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap()
+            .contains("delivered 3 times without a result (the limit is 2)"),
+        "{result:#}"
+    );
+    assert!(daemon.path("spool/rejected/job-crashy.json").is_file());
+    assert!(!daemon.path("spool/deliveries/job-crashy.json").exists());
+    assert!(
+        fs::read_dir(daemon.path("spool/inbox"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.containers().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", daemon.containers());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

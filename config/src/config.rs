@@ -355,6 +355,12 @@ impl Source {
 pub struct SpoolSource {
     /// The directory watched for job files. Absolute; not inside `agent.work_dir`.
     pub path: PathBuf,
+    /// After this many deliveries without a result (claims given back by a drain, or by a
+    /// restart after the agent died during the job) a job is failed as poison instead of
+    /// run again, at least 1.
+    #[serde(default = "defaults::max_receive_count")]
+    #[schemars(range(min = 1))]
+    pub max_receive_count: u32,
 }
 
 /// `type = "sqs"`

@@ -39,7 +39,8 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(
         c.sources,
         [Source::Spool(config::SpoolSource {
-            path: "/var/lib/agent/spool".into()
+            path: "/var/lib/agent/spool".into(),
+            max_receive_count: 5,
         })]
     );
 }

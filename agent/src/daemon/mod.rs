@@ -892,7 +892,7 @@ async fn open_sources(config: &Config) -> Result<Vec<Polled>, String> {
                 );
                 out.push(Polled {
                     source: opened.clone(),
-                    max_receives: None,
+                    max_receives: Some(spool.max_receive_count),
                     health,
                     spool: Some(opened),
                 });

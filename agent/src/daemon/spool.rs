@@ -5,7 +5,9 @@
 //! a file that is not a job moves to `rejected/` beside its result. Any file named
 //! `cancel/<name>.json` calls the job of that name off: a running job is stopped as a drain
 //! stops it (`finally` runs) and its result says STOPPED, with the file's first line as the
-//! reason when it has one.
+//! reason when it has one. `deliveries/<name>` counts the claims of a job not yet settled,
+//! so that a job that keeps taking its agent down is failed after `max_receive_count`
+//! deliveries instead of being claimed at every restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -38,6 +40,7 @@ impl SpoolSource {
             root.join("done"),
             root.join("rejected"),
             root.join("cancel"),
+            root.join("deliveries"),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 SourceError::Fatal(format!(
@@ -131,8 +134,7 @@ impl SpoolSource {
                 SourceError::Transient(format!("cannot read {}: {e}", claimed.display()))
             })?;
             let handle = name.to_string_lossy().into_owned();
-            // A job dropped again after an agent restart counts its earlier delivery.
-            let receive_count = 1 + u32::from(self.root.join("done").join(&handle).exists());
+            let receive_count = self.count_delivery(&handle);
             return Ok(Some(Delivery {
                 handle,
                 body,
@@ -141,6 +143,35 @@ impl SpoolSource {
             }));
         }
         Ok(None)
+    }
+
+    /// Counts one more delivery of `handle` and returns the count. The count is kept only
+    /// as well as the disk allows: a count that cannot be written is warned about, and the
+    /// job still runs.
+    fn count_delivery(&self, handle: &str) -> u32 {
+        let path = self.deliveries_path(handle);
+        let earlier: u32 = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let count = earlier.saturating_add(1);
+        if let Err(e) =
+            crate::deploy::root::write_atomically(&path, format!("{count}\n").as_bytes())
+        {
+            tracing::warn!(file = %path.display(), error = %e, "cannot count the deliveries of a spool job");
+        }
+        count
+    }
+
+    fn deliveries_path(&self, handle: &str) -> PathBuf {
+        self.root.join("deliveries").join(handle)
+    }
+
+    /// Settled: the job's count and any call to stop it go, so a job dropped again under
+    /// this name starts afresh.
+    fn forget(&self, delivery: &Delivery) {
+        let _ = std::fs::remove_file(self.cancel_path(delivery));
+        let _ = std::fs::remove_file(self.deliveries_path(&delivery.handle));
     }
 
     /// The reason a dispatcher gave for calling the job off, when it did.
@@ -226,8 +257,7 @@ impl JobSource for SpoolSource {
     ) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             self.write_result(delivery, result)?;
-            // Settled: a job dropped again under this name must not be called off at once.
-            let _ = std::fs::remove_file(self.cancel_path(delivery));
+            self.forget(delivery);
             match std::fs::remove_file(self.claimed.join(&delivery.handle)) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -255,6 +285,7 @@ impl JobSource for SpoolSource {
     ) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             self.write_result(delivery, result)?;
+            self.forget(delivery);
             let _ = std::fs::rename(
                 self.claimed.join(&delivery.handle),
                 self.root.join("rejected").join(&delivery.handle),
@@ -265,16 +296,25 @@ impl JobSource for SpoolSource {
 }
 
 /// Puts a claimed file back into the inbox. A file of that name dropped there since (the
-/// dispatcher's newer word on the same job) is kept, and the claimed copy is dropped.
+/// dispatcher's newer word on the same job) is kept, and the claimed copy is dropped. A
+/// hard link is the one step that both puts the file back and fails when the name is
+/// taken; where the file system has no hard links, a check and a rename do.
 fn give_back(claimed: &Path, inbox: &Path) -> std::io::Result<()> {
-    if inbox.symlink_metadata().is_ok() {
-        tracing::info!(file = %inbox.display(), "a newer file of that name waits in the inbox; it replaces the one given back");
-        return match std::fs::remove_file(claimed) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        };
+    match std::fs::hard_link(claimed, inbox) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            tracing::info!(file = %inbox.display(), "a newer file of that name waits in the inbox; it replaces the one given back");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) if inbox.symlink_metadata().is_ok() => {
+            tracing::info!(file = %inbox.display(), "a newer file of that name waits in the inbox; it replaces the one given back");
+        }
+        Err(_) => return std::fs::rename(claimed, inbox),
     }
-    std::fs::rename(claimed, inbox)
+    match std::fs::remove_file(claimed) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -342,5 +382,48 @@ mod tests {
             "{:?}",
             dropped.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_counted_across_agents_until_the_job_is_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SpoolSource::open(dir.path(), "a").unwrap();
+        let b = SpoolSource::open(dir.path(), "b").unwrap();
+        let inbox = dir.path().join("inbox/job-1.json");
+        std::fs::write(&inbox, "{}").unwrap();
+        let first = a.try_claim().unwrap().unwrap();
+        assert_eq!(first.receive_count, 1);
+        // a restarts: what it had claimed goes back and counts again wherever it lands.
+        assert_eq!(a.release_all_claimed(), ["job-1.json"]);
+        let second = b.try_claim().unwrap().unwrap();
+        assert_eq!(second.receive_count, 2);
+        b.release(&second).await.unwrap();
+        let third = a.try_claim().unwrap().unwrap();
+        assert_eq!(third.receive_count, 3);
+        let result: JobResult = serde_json::from_value(serde_json::json!({
+            "job_id": "job-1", "status": "SUCCEEDED", "agent": "a", "source": "spool",
+            "received_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
+            "duration_ms": 1000, "attempts": 3
+        }))
+        .unwrap();
+        a.complete(&third, &result).await.unwrap();
+        assert!(!dir.path().join("deliveries/job-1.json").exists());
+        // Dropped again after its result: a new job under an old name starts at one.
+        std::fs::write(&inbox, "{}").unwrap();
+        assert_eq!(b.try_claim().unwrap().unwrap().receive_count, 1);
+    }
+
+    #[test]
+    fn a_give_back_cut_short_after_its_link_leaves_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SpoolSource::open(dir.path(), "a").unwrap();
+        let inbox = dir.path().join("inbox/job-1.json");
+        std::fs::write(&inbox, "job").unwrap();
+        let claimed = a.try_claim().unwrap().unwrap();
+        // The agent died between linking the file back and unlinking its claim.
+        std::fs::hard_link(dir.path().join("claimed/a/job-1.json"), &inbox).unwrap();
+        assert_eq!(a.release_all_claimed(), ["job-1.json"]);
+        assert_eq!(std::fs::read_to_string(&inbox).unwrap(), "job");
+        assert!(!dir.path().join("claimed/a").join(&claimed.handle).exists());
     }
 }

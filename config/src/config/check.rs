@@ -885,12 +885,22 @@ impl Check<'_> {
         sources
     }
 
+    fn max_receive_count(&mut self, field: &str, raw: &RawSource) -> u32 {
+        self.integer(
+            field,
+            raw.max_receive_count.as_ref(),
+            defaults::max_receive_count(),
+            1,
+            "a job must be delivered at least once to run; write `max_receive_count = 5`",
+        )
+    }
+
     fn source(&mut self, i: usize, span: &Range<usize>, raw: RawSource) -> Option<Source> {
         let field = |name: &str| format!("sources[{i}].{name}");
         let kind = raw.kind.get_ref().clone();
         let index = self.one_of(&field("type"), &raw.kind, Source::TYPES)?;
         let takes: &[&str] = match index {
-            0 => &["path"],
+            0 => &["path", "max_receive_count"],
             1 => &[
                 "queue_url",
                 "visibility_timeout",
@@ -935,7 +945,11 @@ impl Check<'_> {
             0 => {
                 let path = required(self, "path", raw.path.as_ref())?;
                 let path = self.dir(&field("path"), Some(&path), PathBuf::new());
-                Some(Source::Spool(SpoolSource { path }))
+                let max_receive_count = self.max_receive_count(&field("max_receive_count"), &raw);
+                Some(Source::Spool(SpoolSource {
+                    path,
+                    max_receive_count,
+                }))
             }
             1 => {
                 let url = required(self, "queue_url", raw.queue_url.as_ref());
@@ -961,13 +975,7 @@ impl Check<'_> {
                     (Duration::ZERO, Duration::from_secs(20)),
                     "SQS long polling waits 0s to 20s",
                 );
-                let max_receive_count = self.integer(
-                    &field("max_receive_count"),
-                    raw.max_receive_count.as_ref(),
-                    defaults::max_receive_count(),
-                    1,
-                    "a message must be received at least once to run; write `max_receive_count = 5`",
-                );
+                let max_receive_count = self.max_receive_count(&field("max_receive_count"), &raw);
                 let queue_url = url.filter(|_| url_ok)?.into_inner();
                 Some(Source::Sqs(SqsSource {
                     queue_url,
