@@ -94,6 +94,11 @@ rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$daemon_pid/status)
 anon_kb=$(awk '/RssAnon/ {print $2}' /proc/$daemon_pid/status)
 file_kb=$(awk '/RssFile/ {print $2}' /proc/$daemon_pid/status)
 binary_mb=$(( $(stat -c %s "$AGENT") / 1048576 ))
+# How much of the daemon's code layout list (agent/link/daemon.order) this binary still
+# has: names carry hashes that a toolchain or dependency upgrade changes.
+listed=$(grep -vc '^#' agent/link/daemon.order || true)
+present=$(nm --defined-only "$AGENT" 2>/dev/null | awk '{print $3}' | sort -u \
+  | comm -12 - <(grep -v '^#' agent/link/daemon.order | sort -u) | wc -l)
 cpu_ticks() { awk '{print $14 + $15}' /proc/$daemon_pid/stat; }
 t0=$(cpu_ticks); sleep 10; t1=$(cpu_ticks)
 hz=$(getconf CLK_TCK)
@@ -147,6 +152,7 @@ per_min=$(awk -v n="$JOBS" -v ms="$took" 'BEGIN {printf "%.1f", n * 60000 / ms}'
 echo "idle RSS:                      $((rss_kb / 1024)) MB ($rss_kb kB)          target < 15 MB"
 echo "  of which anonymous:          $anon_kb kB (heap, stacks: the agent's own memory)"
 echo "  of which file-backed:        $file_kb kB (pages of the ${binary_mb} MB binary and libraries: shared with the jobs' processes, reclaimable)"
+echo "  daemon code layout list:     $present of $listed functions found in the binary (rerun tests/bench/daemon-order.sh when this falls)"
 echo "idle CPU:                      ${idle_cpu}% of one core over 10 s"
 echo "container start (docker run):  ${container_ms} ms (median of 5)"
 echo "pickup latency, spool:         ${spool_ms} ms to the first command (median of 10); beyond a container start: $((spool_ms - container_ms)) ms   target < 100 ms"
