@@ -225,8 +225,10 @@ fn sigterm_drains_and_a_stopped_job_goes_back_to_the_inbox() {
         "the late job waits"
     );
 
-    // With a drain shorter than the job: it is stopped, `finally` runs, and it goes back.
-    daemon.write_config("");
+    // With a drain shorter than the job: it is stopped, `finally` runs, and it goes back;
+    // the receiver of its `job.started` hears that it was released.
+    let (hook_url, seen) = http_server(b"ok".to_vec());
+    daemon.write_config(&format!("[notifications]\nwebhook = \"{hook_url}/hook\"\n"));
     daemon.edit_config("drain_timeout = \"20s\"", "drain_timeout = \"1s\"");
     fs::remove_file(daemon.path("spool/inbox/job-late.json")).unwrap();
     daemon.launch();
@@ -245,6 +247,21 @@ fn sigterm_drains_and_a_stopped_job_goes_back_to_the_inbox() {
         daemon.log().contains("stopped by the agent's drain"),
         "{}",
         daemon.log()
+    );
+    let events: Vec<String> = seen.lock().unwrap().clone();
+    let released = events
+        .iter()
+        .find(|r| r.contains("\"event\":\"job.released\""))
+        .unwrap_or_else(|| panic!("no job.released among {events:?}"));
+    assert!(
+        released.contains("\"job_id\":\"job-long\"")
+            && released.contains("\"status\":\"STOPPED\"")
+            && released.contains("given back for another run"),
+        "{released}"
+    );
+    assert!(
+        !events.iter().any(|r| r.contains("job.finished")),
+        "{events:?}"
     );
     assert!(daemon.containers().is_empty());
     assert!(daemon.job_processes().is_empty());

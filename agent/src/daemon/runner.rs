@@ -162,6 +162,7 @@ impl Runner {
                 match store.unwrap_or(Ok(())) {
                     Err(e) => {
                         tracing::error!(job = %result.job_id, error = %e, "cannot store the result; the job will be delivered again");
+                        self.announce_released(&announce, result);
                         source.release(&delivery).await
                     }
                     Ok(()) => {
@@ -185,6 +186,7 @@ impl Runner {
             }
             Outcome::Released(result) => {
                 self.record(result, source.name());
+                self.announce_released(&announce, result);
                 source.release(&delivery).await
             }
             Outcome::GiveBack => source.release(&delivery).await,
@@ -223,6 +225,23 @@ impl Runner {
                 Event::Finished {
                     result,
                     started_at: announce.started_at.as_deref(),
+                },
+            );
+        }
+    }
+
+    /// Tells the receiver of a `job.started` that this run ended without a result and the
+    /// job goes back to its source; a job whose start was not announced is not mentioned.
+    fn announce_released(&self, announce: &Announce, result: &JobResult) {
+        let Some(started_at) = announce.started_at.as_deref() else {
+            return;
+        };
+        if let Some(url) = self.webhook_url(announce) {
+            self.webhooks.notify(
+                &url,
+                Event::Released {
+                    result,
+                    started_at: Some(started_at),
                 },
             );
         }

@@ -41,6 +41,14 @@ pub enum Event<'a> {
         result: &'a JobResult,
         started_at: Option<&'a str>,
     },
+    /// A started job ended without a stored result (a drain stopped it, or its result could
+    /// not be stored) and went back to its source, which delivers it again: a later
+    /// `job.finished` (from this agent or another) has its result. `result` says how this
+    /// run ended and is not stored.
+    Released {
+        result: &'a JobResult,
+        started_at: Option<&'a str>,
+    },
 }
 
 impl Event<'_> {
@@ -48,13 +56,14 @@ impl Event<'_> {
         match self {
             Event::Started { .. } => "job.started",
             Event::Finished { .. } => "job.finished",
+            Event::Released { .. } => "job.released",
         }
     }
 
     fn job_id(&self) -> &str {
         match self {
             Event::Started { job_id, .. } => job_id,
-            Event::Finished { result, .. } => &result.job_id,
+            Event::Finished { result, .. } | Event::Released { result, .. } => &result.job_id,
         }
     }
 }
@@ -106,23 +115,25 @@ fn payload(agent: &str, event: &Event<'_>) -> serde_json::Result<Vec<u8>> {
             received_at,
             started_at,
         }),
-        Event::Finished { result, started_at } => serde_json::to_vec(&FinishedPayload {
-            event: event.name(),
-            // The agent that ran it, which after a redelivery need not be this one.
-            agent: &result.agent,
-            job_id: &result.job_id,
-            kind: result.kind.as_deref(),
-            source: &result.source,
-            status: result.status.as_str(),
-            message: result.message.as_deref(),
-            received_at: &result.received_at,
-            started_at,
-            finished_at: &result.finished_at,
-            duration_ms: result.duration_ms,
-            log: result.log.as_deref(),
-            artifacts: &result.artifacts,
-            exported_variables: &result.exported_variables,
-        }),
+        Event::Finished { result, started_at } | Event::Released { result, started_at } => {
+            serde_json::to_vec(&FinishedPayload {
+                event: event.name(),
+                // The agent that ran it, which after a redelivery need not be this one.
+                agent: &result.agent,
+                job_id: &result.job_id,
+                kind: result.kind.as_deref(),
+                source: &result.source,
+                status: result.status.as_str(),
+                message: result.message.as_deref(),
+                received_at: &result.received_at,
+                started_at,
+                finished_at: &result.finished_at,
+                duration_ms: result.duration_ms,
+                log: result.log.as_deref(),
+                artifacts: &result.artifacts,
+                exported_variables: &result.exported_variables,
+            })
+        }
     }
 }
 
