@@ -114,7 +114,8 @@ pub struct AgentConfig {
     /// How long finished jobs' results, logs and kept artifacts stay in the state
     /// directory; older ones are removed every hour. A result must outlive every
     /// redelivery of its job (SQS keeps a message at most 14 days), or a job delivered
-    /// again is run again. `1h` to `8760h`.
+    /// again is run again. Git mirrors no job has fetched through for as long are removed
+    /// too. `1h` to `8760h`.
     #[serde(default = "defaults::retention", serialize_with = "serialize_duration")]
     #[schemars(with = "DurationText")]
     pub retention: Duration,

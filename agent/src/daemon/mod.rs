@@ -259,7 +259,7 @@ impl Daemon {
                     tokio::task::spawn_blocking(move || {
                         let pruned = retention::prune(&state, keep);
                         if pruned != retention::Pruned::default() {
-                            tracing::info!(results = pruned.results, logs = pruned.logs, artifacts = pruned.artifacts, retention_h = keep.as_secs() / 3600, "removed finished jobs' records past the retention");
+                            tracing::info!(results = pruned.results, logs = pruned.logs, artifacts = pruned.artifacts, mirrors = pruned.mirrors, retention_h = keep.as_secs() / 3600, "removed finished jobs' records and unused git mirrors past the retention");
                         }
                     });
                 }

@@ -1,6 +1,7 @@
 //! Keeps the state directory from growing without end: finished jobs' results, logs and
-//! kept artifacts older than `agent.retention` are removed. Journal entries and running
-//! jobs' scratch directories are never touched; they are the crash-safety records.
+//! kept artifacts older than `agent.retention` are removed, and so are git mirrors no job
+//! has fetched through for that long. Journal entries and running jobs' scratch
+//! directories are never touched; they are the crash-safety records.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -11,10 +12,12 @@ pub struct Pruned {
     pub results: usize,
     pub logs: usize,
     pub artifacts: usize,
+    pub mirrors: usize,
 }
 
 /// Removes what finished longer than `keep` ago (by modification time) from `state`'s
-/// `results/`, `logs/` and `artifacts/`.
+/// `results/`, `logs/` and `artifacts/`, and the git mirrors under `git/mirrors/` last used
+/// before then.
 pub fn prune(state: &Path, keep: Duration) -> Pruned {
     let Some(cutoff) = SystemTime::now().checked_sub(keep) else {
         return Pruned::default();
@@ -23,6 +26,7 @@ pub fn prune(state: &Path, keep: Duration) -> Pruned {
         results: prune_dir(&state.join("results"), cutoff),
         logs: prune_dir(&state.join("logs"), cutoff),
         artifacts: prune_dir(&state.join("artifacts"), cutoff),
+        mirrors: crate::source::git_fetch::evict_unused(&state.join("git/mirrors"), cutoff),
     }
 }
 
@@ -101,7 +105,8 @@ mod tests {
             Pruned {
                 results: 1,
                 logs: 1,
-                artifacts: 1
+                artifacts: 1,
+                mirrors: 0,
             }
         );
         assert!(state.join("results/new-job.json").exists());

@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,6 @@ use git2::{
     AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode,
     FetchOptions, Oid, RemoteCallbacks, Repository, RepositoryInitOptions, SubmoduleUpdateOptions,
 };
-use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
@@ -272,7 +271,7 @@ fn fetch_blocking(
     let mirror_path = mirrors.join(format!("{}.git", remote.key_hash()));
     let lock_path = mirrors.join(format!("{}.git.lock", remote.key_hash()));
 
-    let lock = lock_exclusive(&lock_path)?;
+    let lock = mirror_lock::lock_mirror(&lock_path)?;
     let synced = sync_mirror(&mirror_path, &remote, request)?;
     let dest_repo = Repository::init_opts(dest, RepositoryInitOptions::new().mkdir(true))
         .map_err(|e| GitError::Git(format!("creating a repository in {}: {e}", dest.display())))?;
@@ -325,18 +324,6 @@ fn prepare_dest(dest: &Path) -> Result<(), GitError> {
         }
         Err(e) => Err(io_error("read", dest)(e)),
     }
-}
-
-fn lock_exclusive(path: &Path) -> Result<Flock<File>, GitError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(io_error("open", path))?;
-    debug!(lock = %path.display(), "waiting for the mirror lock");
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| io_error("lock", path)(io::Error::from(errno)))
 }
 
 /// A repository url checked for secrets, with the forms used for display and caching.
@@ -1346,6 +1333,9 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+mod mirror_lock;
+pub use mirror_lock::evict_unused;
 
 #[cfg(test)]
 mod tests;
