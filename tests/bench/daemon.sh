@@ -11,70 +11,14 @@ cd "$(dirname "$0")/../.."
 
 IMAGE=${1:-agent-busybox:latest}
 JOBS=${JOBS:-100}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build -q --release -p agent
-AGENT="$CARGO_TARGET_DIR/release/agent"
-docker image inspect "$IMAGE" >/dev/null 2>&1 || bash images/busybox/build.sh
-
-work=$(mktemp -d)
-daemon_pid=
-moto_pid=
-cleanup() {
-  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
-  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true
-  docker ps -aq --filter "label=agent.instance=bench-daemon" | xargs -r docker rm -f >/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
+NAME=bench-daemon WAIT_TIME=20s
+source tests/bench/daemon-setup.sh
 now_ms() { date +%s%3N; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port)
-
-sqs_source=
-if command -v moto_server >/dev/null; then
-  moto_port=$(free_port)
-  moto_server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
-  moto_pid=$!
-  export AWS_ACCESS_KEY_ID=AKIABENCH AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$moto_port") 2>/dev/null && break; sleep 0.1; done
-  queue_url=$(python3 -c "import boto3; print(boto3.client('sqs', endpoint_url='http://127.0.0.1:$moto_port').create_queue(QueueName='bench')['QueueUrl'])")
-  sqs_source="[aws]
-region = \"us-east-1\"
-endpoint_url = \"http://127.0.0.1:$moto_port\"
-[[sources]]
-type = \"sqs\"
-queue_url = \"$queue_url\"
-wait_time = \"20s\""
-fi
-
-cat > "$work/agent.toml" <<TOML
-version = 1
-[agent]
-name = "bench-daemon"
-work_dir = "$work/work"
-state_dir = "$work/state"
-concurrency = 2
-metrics_address = "127.0.0.1:$port"
-[jobs]
-default_image = "$IMAGE"
-[[sources]]
-type = "spool"
-path = "$work/spool"
-$sqs_source
-TOML
 
 "$AGENT" daemon --config "$work/agent.toml" 2>"$work/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 100); do "$AGENT" status --address "127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.1; done
 
-job() { # job ID COMMAND
-  printf '{"version":1,"id":"%s","kind":"build","source":{"type":"inline","files":{"buildspec.yml":"version: 0.2\\nphases:\\n  build:\\n    commands:\\n      - %s\\n"}}}' "$1" "$2"
-}
-drop() { # drop ID COMMAND
-  job "$1" "$2" > "$work/spool/inbox/.$1"
-  mv "$work/spool/inbox/.$1" "$work/spool/inbox/$1.json"
-}
 wait_result() { # wait_result FILE
   for _ in $(seq 6000); do [ -f "$1" ] && return 0; sleep 0.01; done
   echo "no result $1" >&2; cat "$work/daemon.log" >&2; return 1
@@ -96,7 +40,7 @@ file_kb=$(awk '/RssFile/ {print $2}' /proc/$daemon_pid/status)
 binary_mb=$(( $(stat -c %s "$AGENT") / 1048576 ))
 # How much of the daemon's code layout list (agent/link/daemon.order) this binary still
 # has: names carry hashes that a toolchain or dependency upgrade changes.
-listed=$(grep -vc '^#' agent/link/daemon.order || true)
+listed=$(grep -v '^#' agent/link/daemon.order | sort -u | wc -l)
 present=$(nm --defined-only "$AGENT" 2>/dev/null | awk '{print $3}' | sort -u \
   | comm -12 - <(grep -v '^#' agent/link/daemon.order | sort -u) | wc -l)
 cpu_ticks() { awk '{print $14 + $15}' /proc/$daemon_pid/stat; }
