@@ -261,7 +261,8 @@ async fn a_job_runs_from_poll_to_encrypted_output_and_variables() {
     );
     let source = source(&config, work.path(), &action());
     assert_eq!(source.name(), "codepipeline:Build/AgentBuild/1");
-    assert_eq!(source.heartbeat(), None);
+    // Beats read the job's status, at the poll interval (at least a second).
+    assert_eq!(source.heartbeat(), Some(Duration::from_secs(1)));
 
     let delivery = next_delivery(&source).await;
     assert_eq!(delivery.name(), job_id);
@@ -296,8 +297,15 @@ async fn a_job_runs_from_poll_to_encrypted_output_and_variables() {
         &job.source,
         agent_config::jobspec::JobSource::Inline(inline) if inline.files.contains_key(PLACEHOLDER_FILE)
     ));
-    // Nothing to extend: the job is the worker's until it reports.
-    source.extend(&delivery).await.unwrap();
+    // A beat acknowledges the job again: it is still in progress.
+    assert!(matches!(
+        source.extend(&delivery).await.unwrap(),
+        Lease::Held
+    ));
+    assert_eq!(
+        fake.calls().last().map(String::as_str),
+        Some("AcknowledgeJob")
+    );
 
     let built = tempfile::tempdir().unwrap();
     let mut done = result(&job.id, JobStatus::Succeeded, None);

@@ -1517,51 +1517,54 @@ fn a_build_longer_than_the_job_timeout_goes_on_under_continuation_jobs() {
 fn a_stopped_pipeline_execution_calls_its_build_off() {
     use common::codepipeline_fake::{ActionType, ArtifactAt, NewJob};
     let _serial = serial();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (fake, bucket, extra) = pipeline_with_source(
-        &runtime,
-        "version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 120\n",
-        "job_timeout = \"4s\"\n",
-    );
-    let action = ActionType::new("Build", "AgentBuild", "1");
-    let job_id = fake.add_job(NewJob::new(action).input(ArtifactAt::new(
-        "SourceOutput",
-        &bucket,
-        "web/SourceArti/abc123.zip",
-    )));
-    let daemon = Daemon::start(&extra);
-    wait_running(&daemon, 1);
-    fake.stop_execution(&job_id);
-    let stopped = Instant::now();
-    let result = loop {
-        let path = daemon.path(&format!("state/results/cp-{job_id}.json"));
-        if let Ok(text) = fs::read_to_string(&path) {
-            break serde_json::from_str::<Value>(&text).unwrap();
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(40),
-            "the build went on:\n{}",
-            daemon.log()
+    // With a job timeout (the build hands its job back in turn) and without one.
+    for source_extra in ["job_timeout = \"4s\"\n", ""] {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (fake, bucket, extra) = pipeline_with_source(
+            &runtime,
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 120\n",
+            source_extra,
         );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(result["status"], "STOPPED", "{result:#}");
-    assert!(
-        result["message"]
-            .as_str()
-            .unwrap()
-            .contains("pipeline execution was stopped"),
-        "{result:#}"
-    );
-    // Nothing was reported for a job CodePipeline had already ended.
-    assert!(fake.results().is_empty(), "{:#?}", fake.results());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !daemon.containers().is_empty() {
-        assert!(Instant::now() < deadline, "the container was left behind");
-        std::thread::sleep(Duration::from_millis(100));
+        let action = ActionType::new("Build", "AgentBuild", "1");
+        let job_id = fake.add_job(NewJob::new(action).input(ArtifactAt::new(
+            "SourceOutput",
+            &bucket,
+            "web/SourceArti/abc123.zip",
+        )));
+        let daemon = Daemon::start(&extra);
+        wait_running(&daemon, 1);
+        fake.stop_execution(&job_id);
+        let stopped = Instant::now();
+        let result = loop {
+            let path = daemon.path(&format!("state/results/cp-{job_id}.json"));
+            if let Ok(text) = fs::read_to_string(&path) {
+                break serde_json::from_str::<Value>(&text).unwrap();
+            }
+            assert!(
+                stopped.elapsed() < Duration::from_secs(40),
+                "the build went on ({source_extra:?}):\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(result["status"], "STOPPED", "{result:#}");
+        assert!(
+            result["message"]
+                .as_str()
+                .unwrap()
+                .contains("pipeline execution was stopped"),
+            "{result:#}"
+        );
+        // Nothing was reported for a job CodePipeline had already ended.
+        assert!(fake.results().is_empty(), "{:#?}", fake.results());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !daemon.containers().is_empty() {
+            assert!(Instant::now() < deadline, "the container was left behind");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(daemon);
+        drop(runtime);
     }
-    drop(daemon);
-    drop(runtime);
 }
 
 /// The containers of hand-started runs that are owned by process `pid`.

@@ -405,7 +405,9 @@ pub struct CodePipelineSource {
     pub provider: String,
     /// The custom action's version: `[0-9A-Za-z_-]`, 1 to 9 characters.
     pub version: String,
-    /// How long to wait between polls when no job came, `1s` to `5m`.
+    /// How long to wait between polls when no job came, `1s` to `5m`. A running build's
+    /// job is checked as often (at most a minute apart), so a stopped pipeline execution
+    /// stops it.
     #[serde(
         default = "defaults::poll_interval",
         serialize_with = "serialize_duration"

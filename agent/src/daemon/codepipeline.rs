@@ -30,8 +30,9 @@
 //! hands its job back done with a continuation token (see [`continuation`]) and carries on
 //! under the job CodePipeline queues next, which the heartbeat polls for and acknowledges:
 //! the build is never bound by one job's lifetime, and every report names its
-//! `externalExecutionId`. A job whose pipeline was stopped meanwhile (the report is refused)
-//! calls the build off. A polled job with another agent's token is left unacknowledged for
+//! `externalExecutionId`. A job whose pipeline was stopped meanwhile calls the build off:
+//! every beat acknowledges the job again, which "returns information about a specified
+//! job" (its status; `InProgress` while it runs), and a hand-back is refused. A polled job with another agent's token is left unacknowledged for
 //! that agent; one with this agent's token for a build it no longer runs (it restarted) is
 //! failed at once, so the stage can be retried.
 //!
@@ -161,6 +162,8 @@ struct Held {
     /// The CodePipeline job the build reports to now: the one delivered, or the latest
     /// continuation of it.
     reporting: String,
+    /// The nonce `reporting` was acknowledged with: acknowledging again tells its status.
+    nonce: String,
     /// When `reporting` was acknowledged.
     since: Instant,
     /// When the build handed `reporting` back with a continuation token; the build is
@@ -296,12 +299,15 @@ impl JobSource for CodePipelineSource {
     }
 
     fn heartbeat(&self) -> Option<Duration> {
-        // Without a job timeout an acknowledged job has no lease to keep (see the module
-        // documentation). With one, several beats before half of it has passed.
-        self.inner
-            .options
-            .job_timeout
-            .map(|t| (t / 8).clamp(Duration::from_millis(250), Duration::from_secs(60)))
+        // Each beat asks CodePipeline whether the job still runs (a stopped pipeline ends
+        // it); with a job timeout, several beats come before half of it has passed.
+        let options = &self.inner.options;
+        Some(match options.job_timeout {
+            Some(t) => (t / 8).clamp(Duration::from_millis(250), Duration::from_secs(60)),
+            None => options
+                .poll_interval
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        })
     }
 
     fn extend<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<Lease, SourceError>> {
@@ -523,6 +529,7 @@ impl Inner {
                     Held {
                         data,
                         reporting: job_id.clone(),
+                        nonce: nonce.clone(),
                         since: Instant::now(),
                         handed_back: None,
                     },

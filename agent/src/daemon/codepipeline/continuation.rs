@@ -52,15 +52,15 @@ impl Inner {
     /// takes up the continuation job. `Cancelled` when CodePipeline no longer wants the
     /// build (the pipeline was stopped, or the job timed out).
     pub(super) async fn keep(&self, delivered: &str) -> Result<Lease, SourceError> {
-        let Some(job_timeout) = self.options.job_timeout else {
-            return Ok(Lease::Held);
-        };
-        let Some((reporting, since, handed_back)) = self
+        let Some((reporting, nonce, since, handed_back)) = self
             .held_jobs()
             .get(delivered)
-            .map(|h| (h.reporting.clone(), h.since, h.handed_back))
+            .map(|h| (h.reporting.clone(), h.nonce.clone(), h.since, h.handed_back))
         else {
             return Ok(Lease::Held);
+        };
+        let Some(job_timeout) = self.options.job_timeout else {
+            return self.still_running(&reporting, &nonce).await;
         };
         if let Some(at) = handed_back {
             self.look_for_continuation().await?;
@@ -79,7 +79,7 @@ impl Inner {
             return Ok(Lease::Held);
         }
         if since.elapsed() < job_timeout / 2 {
-            return Ok(Lease::Held);
+            return self.still_running(&reporting, &nonce).await;
         }
         let token = Token {
             agent: self.options.agent.clone(),
@@ -125,6 +125,44 @@ impl Inner {
             tracing::warn!(source = %self.name, job = %delivered, error = %e, "cannot poll for the continuation job yet");
         }
         Ok(Lease::Held)
+    }
+
+    /// Whether CodePipeline still has `job` in progress, asked by acknowledging it again.
+    /// A job that ended without this worker's report was stopped with its pipeline
+    /// execution, or timed out: the build is called off. A status the worker cannot act
+    /// on, or no answer, keeps the build going.
+    async fn still_running(&self, job: &str, nonce: &str) -> Result<Lease, SourceError> {
+        use aws_sdk_codepipeline::types::JobStatus as CpJobStatus;
+        let answer = self
+            .client
+            .acknowledge_job()
+            .job_id(job)
+            .nonce(nonce)
+            .send()
+            .await;
+        let status = match answer {
+            Ok(ack) => ack.status,
+            Err(e) => {
+                let failure = describe("AcknowledgeJob", &self.name, e);
+                if failure.code == "JobNotFoundException" {
+                    return Ok(Lease::Cancelled(format!(
+                        "CodePipeline no longer knows job {job}: the pipeline execution was \
+                         stopped or the job timed out"
+                    )));
+                }
+                return Err(failure.into_error());
+            }
+        };
+        match status {
+            Some(
+                ended @ (CpJobStatus::Failed | CpJobStatus::TimedOut | CpJobStatus::Succeeded),
+            ) => Ok(Lease::Cancelled(format!(
+                "CodePipeline reports job {job} as {}: the pipeline execution was stopped \
+                     or the job timed out",
+                ended.as_str()
+            ))),
+            _ => Ok(Lease::Held),
+        }
     }
 
     /// The job a report of the build delivered as `delivered` goes to; when the build
@@ -175,6 +213,7 @@ impl Inner {
             Some(held) => {
                 let expected = held.handed_back.is_some();
                 held.reporting = job_id.to_string();
+                held.nonce = nonce.to_string();
                 held.since = Instant::now();
                 held.handed_back = None;
                 Some(expected)
