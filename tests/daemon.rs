@@ -1583,7 +1583,8 @@ fn run_local_containers_of(pid: u32) -> Vec<String> {
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.split('/').nth(1) == Some(&pid.to_string()))
+        // The owner label is `<boot>/<pid namespace>/<pid>/<start time>`.
+        .filter(|l| l.split('/').nth(2) == Some(&pid.to_string()))
         .map(|l| l.split(' ').next().unwrap().to_string())
         .collect()
 }

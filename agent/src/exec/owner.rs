@@ -6,7 +6,8 @@
 //! `run-local` started by hand carries `run-local@<host>` instead, which no daemon uses as
 //! its name, and the process that owns the container: a container whose process is gone
 //! (killed with `kill -9`, the machine rebooted) is removed by the next `run-local` or
-//! daemon on the host; one whose process runs is left alone.
+//! daemon on the host; one whose process runs, or may run as far as the judging process can
+//! tell (another pid namespace, a `/proc` that hides other users), is left alone.
 
 use std::collections::HashMap;
 
@@ -50,49 +51,108 @@ pub fn labels() -> Vec<(String, String)> {
     out
 }
 
-/// One process, told apart from a later one that reuses its pid by its start time, and
-/// from a process of an earlier boot by the boot id.
+/// One process, told apart from a later one that reuses its pid by its start time, from a
+/// process of an earlier boot by the boot id, and from a process of another pid namespace
+/// (a run inside a container) by that namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Process {
     boot_id: String,
+    /// The pid namespace's inode; `None` on labels written before it was recorded.
+    pid_ns: Option<u64>,
     pid: u32,
     start_time: u64,
 }
 
+/// What this process can tell about an owner's pid right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sighting {
+    /// `kill(pid, 0)` said no such process.
+    Gone,
+    /// A process has the pid; its start time if `/proc` shows it.
+    Present(Option<u64>),
+}
+
 impl Process {
     fn current() -> Option<Process> {
-        Process::read(std::process::id())
-    }
-
-    fn read(pid: u32) -> Option<Process> {
+        let pid = std::process::id();
         Some(Process {
             boot_id: boot_id()?,
+            pid_ns: Some(pid_namespace()?),
             pid,
             start_time: start_time(pid)?,
         })
     }
 
     fn label(&self) -> String {
-        format!("{}/{}/{}", self.boot_id, self.pid, self.start_time)
+        match self.pid_ns {
+            Some(ns) => format!("{}/{ns}/{}/{}", self.boot_id, self.pid, self.start_time),
+            None => format!("{}/{}/{}", self.boot_id, self.pid, self.start_time),
+        }
     }
 
+    /// Reads `<boot>/<pid ns>/<pid>/<start>`, or the older `<boot>/<pid>/<start>`.
     fn parse(label: &str) -> Option<Process> {
-        let mut parts = label.split('/');
-        let process = Process {
-            boot_id: parts.next()?.to_string(),
-            pid: parts.next()?.parse().ok()?,
-            start_time: parts.next()?.parse().ok()?,
+        let parts: Vec<&str> = label.split('/').collect();
+        let (boot, ns, pid, start) = match parts.as_slice() {
+            [boot, ns, pid, start] => (*boot, Some(ns.parse().ok()?), *pid, *start),
+            [boot, pid, start] => (*boot, None, *pid, *start),
+            _ => return None,
         };
-        parts.next().is_none().then_some(process)
+        if boot.is_empty() {
+            return None;
+        }
+        Some(Process {
+            boot_id: boot.to_string(),
+            pid_ns: ns,
+            pid: pid.parse().ok()?,
+            start_time: start.parse().ok()?,
+        })
     }
 
-    /// Whether this process still runs. Unsure (no boot id to compare) counts as running.
+    /// Whether this process may still run, as seen from here.
     fn alive(&self) -> bool {
-        let Some(boot) = boot_id() else {
+        let sighting =
+            || match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), None) {
+                Err(nix::errno::Errno::ESRCH) => Sighting::Gone,
+                _ => Sighting::Present(start_time(self.pid)),
+            };
+        self.judge(boot_id().as_deref(), pid_namespace(), sighting)
+    }
+
+    /// Counts as dead only what is proven dead: another boot, or, in the same pid
+    /// namespace, no process with the pid or one that started at another time. A pid
+    /// `/proc` hides (`hidepid`, systemd's `ProtectProc=invisible` for a daemon running as
+    /// another user) still answers `kill(pid, 0)` with EPERM, so a live run it cannot read
+    /// is left alone; so is everything when the boot or the namespace cannot be told.
+    fn judge(
+        &self,
+        boot: Option<&str>,
+        pid_ns: Option<u64>,
+        sighting: impl FnOnce() -> Sighting,
+    ) -> bool {
+        let Some(boot) = boot else {
             return true;
         };
-        boot == self.boot_id && start_time(self.pid) == Some(self.start_time)
+        if boot != self.boot_id {
+            return false;
+        }
+        match (self.pid_ns, pid_ns) {
+            (Some(theirs), Some(ours)) if theirs == ours => {}
+            _ => return true,
+        }
+        match sighting() {
+            Sighting::Gone => false,
+            Sighting::Present(Some(start)) => start == self.start_time,
+            Sighting::Present(None) => true,
+        }
     }
+}
+
+/// The inode of this process's pid namespace, from `/proc/self/ns/pid` (`pid:[4026531836]`).
+fn pid_namespace() -> Option<u64> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
 fn boot_id() -> Option<String> {
@@ -183,12 +243,13 @@ mod tests {
     #[test]
     fn this_process_is_alive_and_its_label_round_trips() {
         let me = Process::current().unwrap();
+        assert!(me.pid_ns.is_some());
         assert_eq!(Process::parse(&me.label()), Some(me.clone()));
         assert!(me.alive());
     }
 
     #[test]
-    fn a_reused_pid_or_another_boot_is_not_the_owner() {
+    fn a_reused_pid_an_exited_process_or_another_boot_is_not_the_owner() {
         let me = Process::current().unwrap();
         let reused = Process {
             start_time: me.start_time + 1,
@@ -200,18 +261,58 @@ mod tests {
             ..me.clone()
         };
         assert!(!earlier_boot.alive());
-        let gone = Process {
-            pid: u32::MAX,
-            ..me
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let exited = Process { pid, ..me };
+        assert!(!exited.alive());
+    }
+
+    #[test]
+    fn an_owner_it_cannot_see_or_tell_apart_is_left_alone() {
+        let owner = Process {
+            boot_id: "b".into(),
+            pid_ns: Some(7),
+            pid: 42,
+            start_time: 100,
         };
-        assert!(!gone.alive());
+        let hidden = || Sighting::Present(None);
+        let gone = || Sighting::Gone;
+        // /proc hides the pid but the process answers kill(pid, 0).
+        assert!(owner.judge(Some("b"), Some(7), hidden));
+        // Another pid namespace: the pid means another process here.
+        assert!(owner.judge(Some("b"), Some(8), gone));
+        assert!(owner.judge(Some("b"), None, gone));
+        // No boot id to compare.
+        assert!(owner.judge(None, Some(7), gone));
+        // A label from before namespaces were recorded.
+        let old = Process::parse("b/42/100").unwrap();
+        assert_eq!(old.pid_ns, None);
+        assert!(old.judge(Some("b"), Some(7), gone));
+        assert!(!old.judge(Some("c"), Some(7), gone));
+        // What is proven: gone, reused, rebooted.
+        assert!(!owner.judge(Some("b"), Some(7), gone));
+        assert!(!owner.judge(Some("b"), Some(7), || Sighting::Present(Some(101))));
+        assert!(owner.judge(Some("b"), Some(7), || Sighting::Present(Some(100))));
+        assert!(!owner.judge(Some("c"), Some(8), hidden));
     }
 
     #[test]
     fn malformed_owner_labels_are_not_parsed() {
-        for label in ["", "boot", "boot/1", "boot/x/2", "boot/1/2/3", "boot/1/-2"] {
+        for label in [
+            "",
+            "boot",
+            "boot/1",
+            "boot/x/2",
+            "boot/1/2/3/4",
+            "boot/1/-2",
+            "boot/ns/1/2",
+            "/1/2",
+        ] {
             assert_eq!(Process::parse(label), None, "{label}");
         }
+        assert!(Process::parse("boot/4026531836/1/2").is_some());
+        assert!(Process::parse("boot//1/2").is_none());
     }
 
     #[test]
