@@ -4,9 +4,12 @@
 //! hundred pages of the binary resident instead of pages from all over it.
 //!
 //! The list is a layout hint only: a name it lists that the binary lacks is skipped, a
-//! function it misses is placed as usual. It needs LLD, the default linker of
-//! x86_64-unknown-linux-gnu since Rust 1.90; elsewhere (or with
-//! `AGENT_NO_SYMBOL_ORDERING=1`, or another linker set) nothing changes.
+//! function it misses is placed as usual. It needs LLD, which rustup's toolchains for
+//! x86_64-unknown-linux-gnu link with by default since Rust 1.90 (`gcc-ld/ld.lld` in the
+//! sysroot). Another linker would reject the flag and fail the build, so the list is only
+//! passed when that default holds: a compiler of 1.90 or later whose sysroot ships
+//! `gcc-ld/ld.lld`, and no linker, `-fuse-ld`, linker flavor or linker features chosen by
+//! configuration. Otherwise, or with `AGENT_NO_SYMBOL_ORDERING=1`, nothing changes.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,6 +19,7 @@ fn main() {
     println!("cargo::rerun-if-changed={}", order.display());
     println!("cargo::rerun-if-env-changed=AGENT_NO_SYMBOL_ORDERING");
     println!("cargo::rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    println!("cargo::rerun-if-env-changed=RUSTC_LINKER");
     if !wanted() {
         return;
     }
@@ -35,15 +39,42 @@ fn wanted() -> bool {
         || env("TARGET") != "x86_64-unknown-linux-gnu"
         || !env("AGENT_NO_SYMBOL_ORDERING").is_empty()
         || !env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_empty()
+        || !env("RUSTC_LINKER").is_empty()
     {
         return false;
     }
-    // A linker chosen by flag may not be LLD.
     let flags = env("CARGO_ENCODED_RUSTFLAGS");
-    if flags.split('\x1f').any(|f| f.contains("linker")) {
+    if !flags.split('\x1f').all(leaves_the_linker_alone) {
         return false;
     }
-    rustc_minor().is_some_and(|minor| minor >= 90)
+    rustc_minor().is_some_and(|minor| minor >= 90) && ships_lld(&env("TARGET"))
+}
+
+/// Whether a rustc flag keeps the default linker: `-C linker=…`, `-C linker-flavor=…`,
+/// `-C linker-features=…`, `-C link-self-contained=…` and `-C link-arg(s)=-fuse-ld=…` may
+/// all swap LLD for another linker.
+fn leaves_the_linker_alone(flag: &str) -> bool {
+    !(flag.contains("linker") || flag.contains("link-self-contained") || flag.contains("fuse-ld"))
+}
+
+/// Whether the compiler's sysroot has the LLD its default link uses; distribution builds of
+/// rustc may leave it out and link with the system's `ld`.
+fn ships_lld(target: &str) -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Some(sysroot) = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+    else {
+        return false;
+    };
+    Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(target)
+        .join("bin/gcc-ld/ld.lld")
+        .is_file()
 }
 
 /// The minor version of the compiler building this crate: `rustc 1.95.0 (…)` gives 95.
