@@ -1006,6 +1006,82 @@ fn a_fleet_shares_results_through_s3_so_a_job_runs_once() {
 }
 
 #[test]
+fn a_result_the_drain_could_not_store_is_stored_and_announced_at_the_next_start() {
+    let _serial = serial();
+    let bucket = format!("late-{}", &uuid_like()[..10]);
+    let (hook_url, seen) = http_server(b"ok".to_vec());
+    // The fleet's store does not exist yet: storing the finished job's result fails.
+    let extra = aws_extra(&format!(
+        "[storage]\nresults = \"s3://{bucket}/fleet\"\n[notifications]\nwebhook = \"{hook_url}/hook\"\n"
+    ));
+    let mut daemon = Daemon::new(&extra);
+    daemon.edit_config("drain_timeout = \"20s\"", "drain_timeout = \"2s\"");
+    daemon.launch();
+    daemon.submit("kept-1", &build_job("kept-1", &["export GREETING=once"]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !daemon
+        .log()
+        .contains("cannot store the result; trying again")
+    {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(60)).success());
+    let pending_path = daemon.path("state/pending/kept-1.json");
+    let kept: Value = serde_json::from_slice(&fs::read(&pending_path).unwrap()).unwrap();
+    assert_eq!(kept["status"], "SUCCEEDED");
+    assert!(daemon.path("spool/inbox/kept-1.json").exists());
+    assert!(!daemon.path("spool/done/kept-1.json").exists());
+    let events = |name: &str| -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains(&format!("\"event\":\"{name}\"")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(events("job.started").len(), 1);
+    assert_eq!(
+        events("job.released").len(),
+        1,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    assert!(events("job.finished").is_empty());
+
+    // Once the store exists, the next start stores the result it kept and announces it,
+    // without running the job again.
+    common::boto3(&format!(
+        "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
+    ));
+    daemon.launch();
+    let done = daemon.result("kept-1", Duration::from_secs(60));
+    assert_eq!(done["finished_at"], kept["finished_at"], "{done:#}");
+    assert_eq!(done["exported_variables"]["GREETING"], "once");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events("job.finished").is_empty() || pending_path.exists() {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let finished = events("job.finished");
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert!(
+        finished[0].contains("\"job_id\":\"kept-1\"")
+            && finished[0].contains(&format!("\"finished_at\":{}", kept["finished_at"])),
+        "{}",
+        finished[0]
+    );
+    assert_eq!(events("job.started").len(), 1, "not started again");
+    let stored = common::boto3(&format!(
+        "print(boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='fleet/kept-1.json')['Body'].read().decode())"
+    ));
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["finished_at"], kept["finished_at"]);
+    assert!(daemon.path("state/results/kept-1.json").is_file());
+}
+
+#[test]
 fn job_secrets_labels_and_uploads_reach_the_build_the_result_and_the_metrics() {
     let _serial = serial();
     let unique = &uuid_like()[..10];

@@ -49,7 +49,13 @@ pub async fn reconcile(
             receive_count: entry.receive_count,
             attachments: None,
         };
-        let stored = entry.job_id.as_deref().and_then(|id| state.result(id));
+        // A pending result is completed here too; `Runner::finish_pending` stores and announces
+        // it once the sources run.
+        let stored = entry
+            .job_id
+            .as_deref()
+            .and_then(|id| state.result(id))
+            .map(|s| s.result);
         match sources.iter().find(|s| s.name() == entry.source) {
             None => {
                 tracing::warn!(source = %entry.source, handle = %entry.handle, "a job of a source no longer configured was interrupted; its source will deliver it again")

@@ -232,6 +232,12 @@ impl Daemon {
         if let Ok(mut list) = self.sources.lock() {
             *list = sources.clone();
         }
+        // A drain stops it; what it did not finish stays pending for the next start.
+        tokio::spawn({
+            let runner = Arc::clone(&self.runner);
+            let stopping = self.cancel_tx.subscribe();
+            async move { runner.finish_pending(stopping).await }
+        });
         let Ok(mut signals) = Signals::new() else {
             eprintln!("error: cannot install signal handlers");
             return exit::CANNOT_RUN;

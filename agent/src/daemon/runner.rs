@@ -73,8 +73,9 @@ struct Announce {
 
 /// How a delivery ended, which decides how it is settled.
 enum Outcome {
-    /// The job already has a result (this agent's, or another's in the shared store).
-    Known(JobResult),
+    /// The job already has a result (this agent's, or another's in the shared store);
+    /// `pending` when this agent kept it but may not have stored it everywhere or announced it.
+    Known { result: JobResult, pending: bool },
     /// Final: stored, then the delivery completed.
     Done(JobResult),
     /// Not a job, or delivered too often: stored, then rejected.
@@ -151,11 +152,29 @@ impl Runner {
                 self.record(result, source.name());
                 Some(self.store_patiently(result, &mut stopping).await)
             }
+            Outcome::Known {
+                result,
+                pending: true,
+            } => Some(self.store_patiently(result, &mut stopping).await),
             _ => None,
         };
         keeper.stop().await;
         let settled = match &outcome {
-            Outcome::Known(result) => source.complete(&delivery, result).await,
+            Outcome::Known { result, pending } => match store.unwrap_or(Ok(())) {
+                // What an earlier run of this agent kept but could not finish: this run did
+                // not start the job, so there is no `job.released` to send.
+                Err(e) => {
+                    tracing::error!(job = %result.job_id, error = %e, "cannot store the result kept from an earlier run; the job will be delivered again");
+                    source.release(&delivery).await
+                }
+                Ok(()) => {
+                    if *pending {
+                        self.announce_end(&announce, result);
+                        self.settle(result);
+                    }
+                    source.complete(&delivery, result).await
+                }
+            },
             Outcome::Done(result) | Outcome::Rejected(result) => {
                 // The result is stored before the delivery is settled; if storing fails the
                 // delivery is given back and comes again, never finished without a result.
@@ -167,6 +186,7 @@ impl Runner {
                     }
                     Ok(()) => {
                         self.announce_end(&announce, result);
+                        self.settle(result);
                         match &outcome {
                             Outcome::Rejected(r) => source.reject(&delivery, r).await,
                             _ => {
@@ -208,6 +228,40 @@ impl Runner {
                 .await
         {
             tracing::warn!(workspace = %workspace.display(), error = %e, "cannot remove the job's workspace; the janitor tries again at the next start");
+        }
+    }
+
+    /// Marks a result stored everywhere and announced, so that nothing finishes it again.
+    fn settle(&self, result: &JobResult) {
+        if let Err(e) = self.state.settle_result(&result.job_id) {
+            tracing::warn!(job = %result.job_id, error = %e, "the result stays pending; the next start announces it again");
+        }
+    }
+
+    /// Stores and announces the results an earlier run of this agent kept but stopped or
+    /// crashed before it could store everywhere or announce: their deliveries were settled
+    /// (at the restart, by the journal) or will be, and nothing else would finish them. A
+    /// job being handled now is left to its handler.
+    pub async fn finish_pending(&self, mut stopping: watch::Receiver<Cancel>) {
+        for result in self.state.pending_results() {
+            let Some(_active) = self.activate(&result.job_id) else {
+                continue;
+            };
+            // A delivery handled since the listing may have finished it.
+            if !self.state.result(&result.job_id).is_some_and(|s| s.pending) {
+                continue;
+            }
+            match self.store_patiently(&result, &mut stopping).await {
+                Ok(()) => {
+                    tracing::info!(job = %result.job_id, "stored and announced the result an earlier run kept");
+                    self.announce_end(&Announce::default(), &result);
+                    self.settle(&result);
+                }
+                Err(e) => {
+                    tracing::warn!(job = %result.job_id, error = %e, "the result an earlier run kept is still not stored everywhere; the next start tries again");
+                    return;
+                }
+            }
         }
     }
 
@@ -389,15 +443,16 @@ impl Runner {
             }
         }
         match self.known_result(job_id).await {
-            Some(result) => Outcome::Known(result),
+            Some((result, pending)) => Outcome::Known { result, pending },
             None => Outcome::GiveBack,
         }
     }
 
-    /// A result stored by this agent, or by any agent of the fleet.
-    async fn known_result(&self, job_id: &str) -> Option<JobResult> {
-        if let Some(result) = self.state.result(job_id) {
-            return Some(result);
+    /// A result stored by this agent (and whether it is pending), or by any agent of the
+    /// fleet.
+    async fn known_result(&self, job_id: &str) -> Option<(JobResult, bool)> {
+        if let Some(stored) = self.state.result(job_id) {
+            return Some((stored.result, stored.pending));
         }
         let config = self.config.borrow().clone();
         let url = config.storage.results.as_ref()?;
@@ -410,7 +465,7 @@ impl Runner {
             .await
             .ok()?;
         let bytes = object.body.collect().await.ok()?.into_bytes();
-        serde_json::from_slice(&bytes).ok()
+        serde_json::from_slice(&bytes).ok().map(|r| (r, false))
     }
 
     fn record(&self, result: &JobResult, source: &str) {
@@ -493,9 +548,9 @@ impl Runner {
             Some(active) => *held = Some(active),
             None => return self.after_first(delivery, &job.id, cancel).await,
         }
-        if let Some(done) = self.known_result(&job.id).await {
+        if let Some((result, pending)) = self.known_result(&job.id).await {
             tracing::info!(job = %job.id, "already has a result; acknowledging the delivery without running it again");
-            return Outcome::Known(done);
+            return Outcome::Known { result, pending };
         }
         if let Some(max) = max_receives
             && delivery.receive_count > max

@@ -68,6 +68,32 @@ impl Event<'_> {
     }
 }
 
+/// A random id per notification, except for `job.finished`: its id is derived from the job
+/// and the result's end, so a result announced again (by a redelivery or a restart that
+/// finished storing it) carries the id it had the first time and receivers drop it.
+fn delivery_id(event: &Event<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    match event {
+        Event::Finished { result, .. } => {
+            let digest = Sha256::digest(
+                format!(
+                    "job.finished\n{}\n{}\n{}",
+                    result.job_id,
+                    result.status.as_str(),
+                    result.finished_at
+                )
+                .as_bytes(),
+            );
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&digest[..16]);
+            uuid::Builder::from_custom_bytes(bytes)
+                .into_uuid()
+                .to_string()
+        }
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
 #[derive(Serialize)]
 struct StartedPayload<'a> {
     event: &'static str,
@@ -238,7 +264,7 @@ impl Webhooks {
             url,
             event: event.name(),
             job: job.to_string(),
-            delivery: uuid::Uuid::new_v4().to_string(),
+            delivery: delivery_id(&event),
             body,
         };
         let client = match self.client() {
@@ -637,6 +663,45 @@ mod tests {
         assert_eq!(third.body["artifacts"], serde_json::json!([]));
         assert_eq!(third.body["exported_variables"], serde_json::json!({}));
         assert_eq!(hooks.flush(Duration::from_secs(5)).await, 0);
+    }
+
+    #[test]
+    fn a_result_announced_again_keeps_its_delivery_id() {
+        let result = result();
+        let finished = |r: &JobResult| {
+            delivery_id(&Event::Finished {
+                result: r,
+                started_at: None,
+            })
+        };
+        let first = finished(&result);
+        assert!(uuid::Uuid::parse_str(&first).is_ok(), "{first}");
+        // Started or not, from whichever agent: the same result is the same delivery.
+        assert_eq!(
+            delivery_id(&Event::Finished {
+                result: &result,
+                started_at: Some("2025-01-01T00:00:01Z"),
+            }),
+            first
+        );
+        let rerun = JobResult {
+            finished_at: "2025-01-01T00:02:00Z".into(),
+            ..result.clone()
+        };
+        assert_ne!(finished(&rerun), first);
+        let other = JobResult {
+            job_id: "job-2".into(),
+            ..result.clone()
+        };
+        assert_ne!(finished(&other), first);
+        let released = |r: &JobResult| {
+            delivery_id(&Event::Released {
+                result: r,
+                started_at: None,
+            })
+        };
+        assert_ne!(released(&result), released(&result));
+        assert_ne!(delivery_id(&started()), delivery_id(&started()));
     }
 
     #[tokio::test]
