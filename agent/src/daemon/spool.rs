@@ -22,8 +22,7 @@ use super::source::{Delivery, JobSource, Lease, SourceError};
 
 pub struct SpoolSource {
     name: String,
-    root: PathBuf,
-    claimed: PathBuf,
+    dirs: Dirs,
     wake: std::sync::Arc<Notify>,
     /// Kept alive for the notifications; dropping it stops them.
     _watcher: Mutex<Option<notify::RecommendedWatcher>>,
@@ -72,8 +71,10 @@ impl SpoolSource {
         };
         Ok(SpoolSource {
             name: format!("spool:{}", root.display()),
-            root: root.to_path_buf(),
-            claimed,
+            dirs: Dirs {
+                root: root.to_path_buf(),
+                claimed,
+            },
             wake,
             _watcher: Mutex::new(watcher),
             poll: Duration::from_secs(1),
@@ -84,18 +85,39 @@ impl SpoolSource {
     /// in the inbox for a new delivery.
     pub fn release_all_claimed(&self) -> Vec<String> {
         let mut released = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.claimed) else {
+        let Ok(entries) = std::fs::read_dir(&self.dirs.claimed) else {
             return released;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if give_back(&entry.path(), &self.root.join("inbox").join(&name)).is_ok() {
+            if give_back(&entry.path(), &self.dirs.root.join("inbox").join(&name)).is_ok() {
                 released.push(name.to_string_lossy().into_owned());
             }
         }
         released
     }
 
+    /// Runs `work` on the spool's files off the runtime's thread: a claim or a result is
+    /// fsynced, which on a slow disk would hold up every other job's beat.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Dirs) -> Result<T, SourceError> + Send + 'static,
+    ) -> Result<T, SourceError> {
+        let dirs = self.dirs.clone();
+        tokio::task::spawn_blocking(move || work(&dirs))
+            .await
+            .map_err(|e| SourceError::Transient(format!("the spool's file work failed: {e}")))?
+    }
+}
+
+/// The spool's directories, and what is done to their files.
+#[derive(Debug, Clone)]
+struct Dirs {
+    root: PathBuf,
+    claimed: PathBuf,
+}
+
+impl Dirs {
     fn try_claim(&self) -> Result<Option<Delivery>, SourceError> {
         let inbox = self.root.join("inbox");
         let entries = std::fs::read_dir(&inbox)
@@ -209,6 +231,34 @@ impl SpoolSource {
         crate::deploy::root::write_atomically(&done, &json)
             .map_err(|e| SourceError::Transient(e.to_string()))
     }
+
+    fn complete(&self, delivery: &Delivery, result: &JobResult) -> Result<(), SourceError> {
+        self.write_result(delivery, result)?;
+        self.forget(delivery);
+        match std::fs::remove_file(self.claimed.join(&delivery.handle)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SourceError::Transient(e.to_string())),
+        }
+    }
+
+    fn release(&self, delivery: &Delivery) -> Result<(), SourceError> {
+        give_back(
+            &self.claimed.join(&delivery.handle),
+            &self.root.join("inbox").join(&delivery.handle),
+        )
+        .map_err(|e| SourceError::Transient(format!("cannot put {} back: {e}", delivery.handle)))
+    }
+
+    fn reject(&self, delivery: &Delivery, result: &JobResult) -> Result<(), SourceError> {
+        self.write_result(delivery, result)?;
+        self.forget(delivery);
+        let _ = std::fs::rename(
+            self.claimed.join(&delivery.handle),
+            self.root.join("rejected").join(&delivery.handle),
+        );
+        Ok(())
+    }
 }
 
 impl JobSource for SpoolSource {
@@ -225,7 +275,7 @@ impl JobSource for SpoolSource {
                 // Register for the wake-up before scanning, so a file dropped during the
                 // scan is not missed.
                 let notified = self.wake.notified();
-                if let Some(delivery) = self.try_claim()? {
+                if let Some(delivery) = self.blocking(|dirs| dirs.try_claim()).await? {
                     return Ok(Some(delivery));
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -243,7 +293,7 @@ impl JobSource for SpoolSource {
 
     fn extend<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<Lease, SourceError>> {
         Box::pin(async move {
-            Ok(match self.cancellation(delivery) {
+            Ok(match self.dirs.cancellation(delivery) {
                 Some(reason) => Lease::Cancelled(reason),
                 None => Lease::Held,
             })
@@ -255,27 +305,13 @@ impl JobSource for SpoolSource {
         delivery: &'a Delivery,
         result: &'a JobResult,
     ) -> BoxFuture<'a, Result<(), SourceError>> {
-        Box::pin(async move {
-            self.write_result(delivery, result)?;
-            self.forget(delivery);
-            match std::fs::remove_file(self.claimed.join(&delivery.handle)) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(SourceError::Transient(e.to_string())),
-            }
-        })
+        let (delivery, result) = (delivery.clone(), result.clone());
+        Box::pin(self.blocking(move |dirs| dirs.complete(&delivery, &result)))
     }
 
     fn release<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), SourceError>> {
-        Box::pin(async move {
-            give_back(
-                &self.claimed.join(&delivery.handle),
-                &self.root.join("inbox").join(&delivery.handle),
-            )
-            .map_err(|e| {
-                SourceError::Transient(format!("cannot put {} back: {e}", delivery.handle))
-            })
-        })
+        let delivery = delivery.clone();
+        Box::pin(self.blocking(move |dirs| dirs.release(&delivery)))
     }
 
     fn reject<'a>(
@@ -283,38 +319,62 @@ impl JobSource for SpoolSource {
         delivery: &'a Delivery,
         result: &'a JobResult,
     ) -> BoxFuture<'a, Result<(), SourceError>> {
-        Box::pin(async move {
-            self.write_result(delivery, result)?;
-            self.forget(delivery);
-            let _ = std::fs::rename(
-                self.claimed.join(&delivery.handle),
-                self.root.join("rejected").join(&delivery.handle),
-            );
-            Ok(())
-        })
+        let (delivery, result) = (delivery.clone(), result.clone());
+        Box::pin(self.blocking(move |dirs| dirs.reject(&delivery, &result)))
     }
 }
 
 /// Puts a claimed file back into the inbox. A file of that name dropped there since (the
 /// dispatcher's newer word on the same job) is kept, and the claimed copy is dropped. A
-/// hard link is the one step that both puts the file back and fails when the name is
-/// taken; where the file system has no hard links, a check and a rename do.
+/// rename that refuses to replace is the one step that does both; where the file system
+/// lacks it, a hard link (which fails when the name is taken) and a removal do.
 fn give_back(claimed: &Path, inbox: &Path) -> std::io::Result<()> {
-    match std::fs::hard_link(claimed, inbox) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            tracing::info!(file = %inbox.display(), "a newer file of that name waits in the inbox; it replaces the one given back");
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(e),
-        Err(_) if inbox.symlink_metadata().is_ok() => {
-            tracing::info!(file = %inbox.display(), "a newer file of that name waits in the inbox; it replaces the one given back");
-        }
-        Err(_) => return std::fs::rename(claimed, inbox),
+    let newer = || {
+        tracing::info!(file = %inbox.display(), "a newer file of that name waits in the inbox; it replaces the one given back");
+    };
+    match rename_noreplace(claimed, inbox) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => newer(),
+        Err(e) if unsupported(&e) => match std::fs::hard_link(claimed, inbox) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => newer(),
+            // No hard links either (EPERM on FAT): a check and a plain rename, which a file
+            // dropped between the two would lose to.
+            Err(e) if unsupported(&e) || e.kind() == std::io::ErrorKind::PermissionDenied => {
+                if inbox.symlink_metadata().is_ok() {
+                    newer();
+                } else {
+                    return std::fs::rename(claimed, inbox);
+                }
+            }
+            Err(e) => return Err(e),
+        },
+        Err(e) => return Err(e),
     }
     match std::fs::remove_file(claimed) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// Whether the file system (or the C library) lacks the call, rather than refusing it.
+fn unsupported(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|n| {
+        [Errno::EINVAL, Errno::ENOSYS, Errno::EOPNOTSUPP].contains(&Errno::from_raw(n))
+    })
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
+        .map_err(std::io::Error::from)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rename_noreplace(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(nix::errno::Errno::ENOSYS))
 }
 
 #[cfg(test)]
@@ -329,11 +389,11 @@ mod tests {
         std::fs::write(dir.path().join("inbox/job-1.json"), "{}").unwrap();
         std::fs::write(dir.path().join("inbox/.partial.json"), "{").unwrap();
         std::fs::write(dir.path().join("inbox/notes.txt"), "").unwrap();
-        let got = a.try_claim().unwrap().unwrap();
+        let got = a.dirs.try_claim().unwrap().unwrap();
         assert_eq!(got.handle, "job-1.json");
-        assert!(b.try_claim().unwrap().is_none());
+        assert!(b.dirs.try_claim().unwrap().is_none());
         a.release(&got).await.unwrap();
-        let again = b.try_claim().unwrap().unwrap();
+        let again = b.dirs.try_claim().unwrap().unwrap();
         assert_eq!(again.handle, "job-1.json");
         assert!(dir.path().join("claimed/b/job-1.json").exists());
         assert_eq!(b.release_all_claimed(), vec!["job-1.json".to_string()]);
@@ -346,10 +406,10 @@ mod tests {
         let spool = SpoolSource::open(dir.path(), "a").unwrap();
         let inbox = dir.path().join("inbox/job-1.json");
         std::fs::write(&inbox, "first").unwrap();
-        let first = spool.try_claim().unwrap().unwrap();
+        let first = spool.dirs.try_claim().unwrap().unwrap();
         // Dropped again while the first runs: it waits in the inbox.
         std::fs::write(&inbox, "newer").unwrap();
-        assert!(spool.try_claim().unwrap().is_none());
+        assert!(spool.dirs.try_claim().unwrap().is_none());
         assert_eq!(
             std::fs::read_to_string(dir.path().join("claimed/a/job-1.json")).unwrap(),
             "first"
@@ -358,7 +418,7 @@ mod tests {
         spool.release(&first).await.unwrap();
         assert_eq!(std::fs::read_to_string(&inbox).unwrap(), "newer");
         assert!(!dir.path().join("claimed/a/job-1.json").exists());
-        let again = spool.try_claim().unwrap().unwrap();
+        let again = spool.dirs.try_claim().unwrap().unwrap();
         assert_eq!(again.body, b"newer");
     }
 
@@ -391,14 +451,14 @@ mod tests {
         let b = SpoolSource::open(dir.path(), "b").unwrap();
         let inbox = dir.path().join("inbox/job-1.json");
         std::fs::write(&inbox, "{}").unwrap();
-        let first = a.try_claim().unwrap().unwrap();
+        let first = a.dirs.try_claim().unwrap().unwrap();
         assert_eq!(first.receive_count, 1);
         // a restarts: what it had claimed goes back and counts again wherever it lands.
         assert_eq!(a.release_all_claimed(), ["job-1.json"]);
-        let second = b.try_claim().unwrap().unwrap();
+        let second = b.dirs.try_claim().unwrap().unwrap();
         assert_eq!(second.receive_count, 2);
         b.release(&second).await.unwrap();
-        let third = a.try_claim().unwrap().unwrap();
+        let third = a.dirs.try_claim().unwrap().unwrap();
         assert_eq!(third.receive_count, 3);
         let result: JobResult = serde_json::from_value(serde_json::json!({
             "job_id": "job-1", "status": "SUCCEEDED", "agent": "a", "source": "spool",
@@ -410,7 +470,7 @@ mod tests {
         assert!(!dir.path().join("deliveries/job-1.json").exists());
         // Dropped again after its result: a new job under an old name starts at one.
         std::fs::write(&inbox, "{}").unwrap();
-        assert_eq!(b.try_claim().unwrap().unwrap().receive_count, 1);
+        assert_eq!(b.dirs.try_claim().unwrap().unwrap().receive_count, 1);
     }
 
     #[test]
@@ -419,7 +479,7 @@ mod tests {
         let a = SpoolSource::open(dir.path(), "a").unwrap();
         let inbox = dir.path().join("inbox/job-1.json");
         std::fs::write(&inbox, "job").unwrap();
-        let claimed = a.try_claim().unwrap().unwrap();
+        let claimed = a.dirs.try_claim().unwrap().unwrap();
         // The agent died between linking the file back and unlinking its claim.
         std::fs::hard_link(dir.path().join("claimed/a/job-1.json"), &inbox).unwrap();
         assert_eq!(a.release_all_claimed(), ["job-1.json"]);
