@@ -3,14 +3,16 @@
 //! Each mirror `<hash>.git` has a lock file `<hash>.git.lock`: a job holds it (flock) while
 //! it fetches into the mirror and copies its objects, and sets its modification time, which
 //! is then the mirror's last use. Eviction takes the lock without waiting, so a mirror in
-//! use is never removed, and unlinks the lock file with the mirror. A process that opened
-//! the old lock file before that unlink and got the lock after it holds a lock nobody else
-//! can see; so a lock is held only once the path still names the file that was locked.
+//! use is never removed; under the lock it renames the mirror aside (one step, so no job
+//! ever finds half a mirror, even after a crash) and unlinks the lock file, and deletes
+//! what it renamed after. A process that opened the old lock file before that unlink and
+//! got the lock after it holds a lock nobody else can see; so a lock is held only once the
+//! path still names the file that was locked.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -33,8 +35,10 @@ pub(super) fn lock_mirror(path: &Path) -> Result<Flock<File>, GitError> {
             // Evicted while this process waited: lock the new file.
             continue;
         }
-        lock.set_modified(SystemTime::now())
-            .map_err(io_error("mark the use of", path))?;
+        // Only eviction reads the mark; a mirror it misjudges as unused is fetched again.
+        if let Err(e) = lock.set_modified(SystemTime::now()) {
+            tracing::warn!(lock = %path.display(), error = %e, "cannot mark the mirror's use; it may be evicted early");
+        }
         return Ok(lock);
     }
 }
@@ -47,6 +51,9 @@ fn still_named(lock: &File, path: &Path) -> bool {
     }
 }
 
+/// The suffix of a mirror renamed aside to be deleted.
+const EVICTING: &str = ".evicting-";
+
 /// Removes the mirrors under `mirrors` last used before `cutoff` that no job holds, and
 /// returns how many it removed. A mirror that cannot be removed is logged and kept.
 pub fn evict_unused(mirrors: &Path, cutoff: SystemTime) -> usize {
@@ -55,20 +62,25 @@ pub fn evict_unused(mirrors: &Path, cutoff: SystemTime) -> usize {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let lock_path = entry.path();
+        let path = entry.path();
+        // What an eviction cut short (a crash, an error) renamed aside and left.
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(&format!(".git{EVICTING}")))
+        {
+            delete_evicted(&path);
+            continue;
+        }
+        let lock_path = path;
         let Some(mirror) = lock_path
             .to_str()
             .and_then(|p| p.strip_suffix(".lock"))
             .filter(|p| p.ends_with(".git"))
-            .map(std::path::PathBuf::from)
+            .map(PathBuf::from)
         else {
             continue;
         };
-        let used_before_cutoff = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|at| at < cutoff);
-        if !used_before_cutoff {
+        if last_use(&lock_path, &mirror).is_none_or(|at| at >= cutoff) {
             continue;
         }
         let Ok(file) = OpenOptions::new().write(true).open(&lock_path) else {
@@ -79,26 +91,53 @@ pub fn evict_unused(mirrors: &Path, cutoff: SystemTime) -> usize {
             continue;
         };
         // Used between the look at its time and the lock, or already evicted.
-        let still_old = lock
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|at| at < cutoff);
-        if !still_old || !still_named(&lock, &lock_path) {
+        if last_use(&lock_path, &mirror).is_none_or(|at| at >= cutoff)
+            || !still_named(&lock, &lock_path)
+        {
             continue;
         }
-        let gone = match fs::remove_dir_all(&mirror) {
+        let aside = PathBuf::from(format!(
+            "{}{EVICTING}{}",
+            mirror.display(),
+            std::process::id()
+        ));
+        let gone = match fs::rename(&mirror, &aside) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => fs::remove_file(&lock_path),
         };
+        drop(lock);
         match gone {
-            Ok(()) => removed += 1,
+            Ok(()) => {
+                delete_evicted(&aside);
+                removed += 1;
+            }
             Err(e) => {
                 tracing::warn!(mirror = %mirror.display(), error = %e, "cannot remove an unused git mirror");
             }
         }
-        drop(lock);
     }
     removed
+}
+
+/// The mirror's last use: its lock's mark, or the last fetch into it where that is later
+/// (a lock file that another agent's version did not mark).
+fn last_use(lock_path: &Path, mirror: &Path) -> Option<SystemTime> {
+    let modified = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).ok();
+    let marked = modified(lock_path)?;
+    Some(
+        [mirror.join("FETCH_HEAD"), mirror.join("objects/pack")]
+            .iter()
+            .filter_map(|p| modified(p))
+            .fold(marked, SystemTime::max),
+    )
+}
+
+fn delete_evicted(path: &Path) {
+    if let Err(e) = fs::remove_dir_all(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot delete an evicted git mirror; the next eviction tries again");
+    }
 }
 
 #[cfg(test)]
@@ -108,10 +147,31 @@ mod tests {
 
     fn mirror(dir: &Path, name: &str, used_ago: Duration) {
         fs::create_dir_all(dir.join(format!("{name}.git/objects"))).unwrap();
-        fs::write(dir.join(format!("{name}.git/objects/pack")), "x").unwrap();
+        let pack = dir.join(format!("{name}.git/objects/pack"));
+        fs::write(&pack, "x").unwrap();
+        let at = SystemTime::now() - used_ago;
+        File::open(&pack).unwrap().set_modified(at).unwrap();
         let lock = dir.join(format!("{name}.git.lock"));
         let file = File::create(&lock).unwrap();
-        file.set_modified(SystemTime::now() - used_ago).unwrap();
+        file.set_modified(at).unwrap();
+    }
+
+    #[test]
+    fn a_recent_fetch_keeps_a_mirror_and_what_an_eviction_left_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(86400);
+        // Its lock was never marked (another version), but it was fetched into yesterday.
+        mirror(dir.path(), "fetched", day * 20);
+        fs::write(dir.path().join("fetched.git/FETCH_HEAD"), "x").unwrap();
+        File::open(dir.path().join("fetched.git/FETCH_HEAD"))
+            .unwrap()
+            .set_modified(SystemTime::now() - day)
+            .unwrap();
+        let left = dir.path().join("gone.git.evicting-42");
+        fs::create_dir_all(left.join("objects")).unwrap();
+        assert_eq!(evict_unused(dir.path(), SystemTime::now() - day * 15), 0);
+        assert!(dir.path().join("fetched.git").is_dir());
+        assert!(!left.exists(), "swept");
     }
 
     #[test]
