@@ -15,7 +15,8 @@ use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 
 pub const LABEL_INSTANCE: &str = "agent.instance";
-/// `<boot id>/<pid>/<start time>` of the process that owns a hand-started run's container.
+/// `<boot id>/<pid namespace>/<pid>/<start time>` of the process that owns a hand-started
+/// run's container (`<boot id>/<pid>/<start time>` on labels of earlier versions).
 pub const LABEL_OWNER: &str = "agent.owner";
 
 /// The environment variable a daemon names itself in for the builds it starts.
@@ -104,18 +105,24 @@ impl Process {
         Some(Process {
             boot_id: boot.to_string(),
             pid_ns: ns,
-            pid: pid.parse().ok()?,
+            // Pid 0 and negative pids name process groups to kill(2).
+            pid: pid
+                .parse()
+                .ok()
+                .filter(|&p: &u32| p > 0 && i32::try_from(p).is_ok())?,
             start_time: start.parse().ok()?,
         })
     }
 
     /// Whether this process may still run, as seen from here.
     fn alive(&self) -> bool {
-        let sighting =
-            || match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), None) {
-                Err(nix::errno::Errno::ESRCH) => Sighting::Gone,
-                _ => Sighting::Present(start_time(self.pid)),
-            };
+        let sighting = || match nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX)),
+            None,
+        ) {
+            Err(nix::errno::Errno::ESRCH) => Sighting::Gone,
+            _ => Sighting::Present(start_time(self.pid)),
+        };
         self.judge(boot_id().as_deref(), pid_namespace(), sighting)
     }
 
@@ -138,6 +145,9 @@ impl Process {
         }
         match (self.pid_ns, pid_ns) {
             (Some(theirs), Some(ours)) if theirs == ours => {}
+            // A label of an earlier version, judged as that version did (in the judge's
+            // namespace): otherwise what its killed runs left would stay until a reboot.
+            (None, _) => {}
             _ => return true,
         }
         match sighting() {
@@ -285,11 +295,13 @@ mod tests {
         assert!(owner.judge(Some("b"), None, gone));
         // No boot id to compare.
         assert!(owner.judge(None, Some(7), gone));
-        // A label from before namespaces were recorded.
+        // A label from before namespaces were recorded: judged here, as it was then.
         let old = Process::parse("b/42/100").unwrap();
         assert_eq!(old.pid_ns, None);
-        assert!(old.judge(Some("b"), Some(7), gone));
-        assert!(!old.judge(Some("c"), Some(7), gone));
+        assert!(!old.judge(Some("b"), Some(7), gone));
+        assert!(old.judge(Some("b"), Some(7), hidden));
+        assert!(old.judge(Some("b"), None, || Sighting::Present(Some(100))));
+        assert!(!old.judge(Some("c"), Some(7), hidden));
         // What is proven: gone, reused, rebooted.
         assert!(!owner.judge(Some("b"), Some(7), gone));
         assert!(!owner.judge(Some("b"), Some(7), || Sighting::Present(Some(101))));
@@ -306,6 +318,9 @@ mod tests {
             "boot/x/2",
             "boot/1/2/3/4",
             "boot/1/-2",
+            "boot/0/2",
+            "boot/7/0/2",
+            "boot/7/2147483648/2",
             "boot/ns/1/2",
             "/1/2",
         ] {
