@@ -97,8 +97,9 @@ impl SpoolSource {
         released
     }
 
-    /// Runs `work` on the spool's files off the runtime's thread: a claim or a result is
-    /// fsynced, which on a slow disk would hold up every other job's beat.
+    /// Runs `work` on the spool's files off the runtime's thread: a result is fsynced, which
+    /// on a slow disk would hold up every other job's beat. Settlements only: they are
+    /// awaited to the end, and one that outlives its caller still settles.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Dirs) -> Result<T, SourceError> + Send + 'static,
@@ -275,7 +276,9 @@ impl JobSource for SpoolSource {
                 // Register for the wake-up before scanning, so a file dropped during the
                 // scan is not missed.
                 let notified = self.wake.notified();
-                if let Some(delivery) = self.blocking(|dirs| dirs.try_claim()).await? {
+                // On the runtime's thread: a claim off it could not be called off, and a
+                // poll dropped mid-claim (a reload, a drain) would strand the file.
+                if let Some(delivery) = self.dirs.try_claim()? {
                     return Ok(Some(delivery));
                 }
                 if tokio::time::Instant::now() >= deadline {
