@@ -96,8 +96,12 @@ pub fn evict_unused(mirrors: &Path, cutoff: SystemTime) -> usize {
         {
             continue;
         }
+        // Unique across restarts too: in a container the agent is always pid 1.
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let aside = PathBuf::from(format!(
-            "{}{EVICTING}{}",
+            "{}{EVICTING}{}-{stamp}",
             mirror.display(),
             std::process::id()
         ));
