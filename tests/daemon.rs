@@ -1005,19 +1005,31 @@ fn a_fleet_shares_results_through_s3_so_a_job_runs_once() {
     );
 }
 
-#[test]
-fn a_result_the_drain_could_not_store_is_stored_and_announced_at_the_next_start() {
-    let _serial = serial();
-    let bucket = format!("late-{}", &uuid_like()[..10]);
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// The webhook notifications of one event among those `seen`.
+fn events(seen: &Seen, name: &str) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains(&format!("\"event\":\"{name}\"")))
+        .cloned()
+        .collect()
+}
+
+/// A daemon whose job `kept-1` finished while the fleet's store (`bucket`, not created yet)
+/// refused its result, drained and stopped: the result kept as pending, the job back in the
+/// inbox. Returns the stopped daemon, the job's webhook notifications and the kept result.
+fn drained_with_a_result_it_could_not_store(bucket: &str) -> (Daemon, Seen, Value) {
     let (hook_url, seen) = http_server(b"ok".to_vec());
-    // The fleet's store does not exist yet: storing the finished job's result fails.
-    let extra = aws_extra(&format!(
-        "[storage]\nresults = \"s3://{bucket}/fleet\"\n[notifications]\nwebhook = \"{hook_url}/hook\"\n"
-    ));
+    let extra = aws_extra(&format!("[storage]\nresults = \"s3://{bucket}/fleet\"\n"));
     let mut daemon = Daemon::new(&extra);
     daemon.edit_config("drain_timeout = \"20s\"", "drain_timeout = \"2s\"");
     daemon.launch();
-    daemon.submit("kept-1", &build_job("kept-1", &["export GREETING=once"]));
+    // The job's own webhook, which only the job names: a restart must announce to it too.
+    let mut job = build_job("kept-1", &["export GREETING=once"]);
+    job["notify"] = json!({ "webhook": format!("{hook_url}/hook") });
+    daemon.submit("kept-1", &job);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !daemon
         .log()
@@ -1028,43 +1040,55 @@ fn a_result_the_drain_could_not_store_is_stored_and_announced_at_the_next_start(
     }
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(60)).success());
-    let pending_path = daemon.path("state/pending/kept-1.json");
-    let kept: Value = serde_json::from_slice(&fs::read(&pending_path).unwrap()).unwrap();
-    assert_eq!(kept["status"], "SUCCEEDED");
+    let pending: Value =
+        serde_json::from_slice(&fs::read(daemon.path("state/pending/kept-1.json")).unwrap())
+            .unwrap();
+    let kept = pending["result"].clone();
+    assert_eq!(kept["status"], "SUCCEEDED", "{pending:#}");
     assert!(daemon.path("spool/inbox/kept-1.json").exists());
     assert!(!daemon.path("spool/done/kept-1.json").exists());
-    let events = |name: &str| -> Vec<String> {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.contains(&format!("\"event\":\"{name}\"")))
-            .cloned()
-            .collect()
-    };
-    assert_eq!(events("job.started").len(), 1);
+    assert_eq!(events(&seen, "job.started").len(), 1);
     assert_eq!(
-        events("job.released").len(),
+        events(&seen, "job.released").len(),
         1,
         "{:?}",
         seen.lock().unwrap()
     );
-    assert!(events("job.finished").is_empty());
-
-    // Once the store exists, the next start stores the result it kept and announces it,
-    // without running the job again.
+    assert!(events(&seen, "job.finished").is_empty());
     common::boto3(&format!(
         "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
     ));
+    (daemon, seen, kept)
+}
+
+fn fleet_object(bucket: &str, job: &str) -> Value {
+    let text = common::boto3(&format!(
+        "print(boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='fleet/{job}.json')['Body'].read().decode())"
+    ));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn a_result_the_drain_could_not_store_is_stored_and_announced_at_the_next_start() {
+    let _serial = serial();
+    let bucket = format!("late-{}", &uuid_like()[..10]);
+    let (mut daemon, seen, kept) = drained_with_a_result_it_could_not_store(&bucket);
+    // Once the store exists, the next start stores the result it kept and announces it,
+    // without running the job again.
     daemon.launch();
     let done = daemon.result("kept-1", Duration::from_secs(60));
     assert_eq!(done["finished_at"], kept["finished_at"], "{done:#}");
     assert_eq!(done["exported_variables"]["GREETING"], "once");
+    let pending_path = daemon.path("state/pending/kept-1.json");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while events("job.finished").is_empty() || pending_path.exists() {
+    while events(&seen, "job.finished").is_empty() || pending_path.exists() {
         assert!(Instant::now() < deadline, "{}", daemon.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let finished = events("job.finished");
+    // Both the start's pass over pending results and the job's redelivery find it: a second
+    // announcement would come within moments.
+    std::thread::sleep(Duration::from_secs(3));
+    let finished = events(&seen, "job.finished");
     assert_eq!(finished.len(), 1, "{finished:?}");
     assert!(
         finished[0].contains("\"job_id\":\"kept-1\"")
@@ -1072,13 +1096,51 @@ fn a_result_the_drain_could_not_store_is_stored_and_announced_at_the_next_start(
         "{}",
         finished[0]
     );
-    assert_eq!(events("job.started").len(), 1, "not started again");
-    let stored = common::boto3(&format!(
-        "print(boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='fleet/kept-1.json')['Body'].read().decode())"
+    assert_eq!(events(&seen, "job.started").len(), 1, "not started again");
+    assert_eq!(
+        fleet_object(&bucket, "kept-1")["finished_at"],
+        kept["finished_at"]
+    );
+    let settled: Value =
+        serde_json::from_slice(&fs::read(daemon.path("state/results/kept-1.json")).unwrap())
+            .unwrap();
+    assert_eq!(settled["finished_at"], kept["finished_at"], "{settled:#}");
+}
+
+#[test]
+fn a_kept_result_gives_way_to_one_another_agent_stored_since() {
+    let _serial = serial();
+    let bucket = format!("rerun-{}", &uuid_like()[..10]);
+    let (mut daemon, seen, kept) = drained_with_a_result_it_could_not_store(&bucket);
+    // Meanwhile another agent of the fleet ran the job again and stored its own result.
+    let mut theirs = kept.clone();
+    theirs["agent"] = json!("other-agent");
+    theirs["finished_at"] = json!("2030-01-01T00:00:00Z");
+    let body = serde_json::to_string(&theirs).unwrap().replace('\'', "\\'");
+    common::boto3(&format!(
+        "boto3.client('s3', **kw).put_object(Bucket='{bucket}', Key='fleet/kept-1.json', Body=r'{body}')"
     ));
-    let stored: Value = serde_json::from_str(&stored).unwrap();
-    assert_eq!(stored["finished_at"], kept["finished_at"]);
-    assert!(daemon.path("state/results/kept-1.json").is_file());
+    daemon.launch();
+    let done = daemon.result("kept-1", Duration::from_secs(60));
+    assert_eq!(done["agent"], "other-agent", "{done:#}");
+    let pending_path = daemon.path("state/pending/kept-1.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pending_path.exists() {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        fleet_object(&bucket, "kept-1")["agent"],
+        "other-agent",
+        "not overwritten"
+    );
+    assert!(
+        events(&seen, "job.finished").is_empty(),
+        "the other agent announced its own: {:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(events(&seen, "job.started").len(), 1, "not started again");
 }
 
 #[test]

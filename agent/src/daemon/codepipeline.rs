@@ -330,6 +330,10 @@ impl JobSource for CodePipelineSource {
         true
     }
 
+    fn redelivers(&self) -> bool {
+        false
+    }
+
     fn reject<'a>(
         &'a self,
         delivery: &'a Delivery,

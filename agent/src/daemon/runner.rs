@@ -21,7 +21,7 @@ use super::lease::LeaseKeeper;
 use super::metrics::Metrics;
 use super::result::{JobResult, JobStatus};
 use super::source::{Delivery, JobSource};
-use super::state::{JournalEntry, State};
+use super::state::{Announce, JournalEntry, State, Stored};
 use super::webhook::{Event, Webhooks};
 
 /// How a running job is asked to stop.
@@ -63,19 +63,15 @@ pub struct Runner {
     pub aws: super::aws_setup::AwsSetup,
 }
 
-/// What announcing a job's end needs from its run.
-#[derive(Default)]
-struct Announce {
-    /// The job's own `notify.webhook`; the config's applies when it names none.
-    webhook: Option<String>,
-    started_at: Option<String>,
-}
-
 /// How a delivery ended, which decides how it is settled.
 enum Outcome {
     /// The job already has a result (this agent's, or another's in the shared store);
-    /// `pending` when this agent kept it but may not have stored it everywhere or announced it.
-    Known { result: JobResult, pending: bool },
+    /// `pending` when this agent kept it but may not have stored it everywhere or announced
+    /// it, with what announcing it takes.
+    Known {
+        result: JobResult,
+        pending: Option<Announce>,
+    },
     /// Final: stored, then the delivery completed.
     Done(JobResult),
     /// Not a job, or delivered too often: stored, then rejected.
@@ -150,29 +146,27 @@ impl Runner {
         let store = match &outcome {
             Outcome::Done(result) | Outcome::Rejected(result) => {
                 self.record(result, source.name());
-                Some(self.store_patiently(result, &mut stopping).await)
+                Some(self.store_patiently(result, &announce, &mut stopping).await)
             }
+            _ => None,
+        };
+        let kept = match &outcome {
             Outcome::Known {
                 result,
-                pending: true,
-            } => Some(self.store_patiently(result, &mut stopping).await),
+                pending: Some(kept),
+            } => Some(self.finish_kept(result, kept, &mut stopping).await),
             _ => None,
         };
         keeper.stop().await;
         let settled = match &outcome {
-            Outcome::Known { result, pending } => match store.unwrap_or(Ok(())) {
+            Outcome::Known { result, .. } => match kept {
+                None => source.complete(&delivery, result).await,
+                Some(Ok(last)) => source.complete(&delivery, &last).await,
                 // What an earlier run of this agent kept but could not finish: this run did
                 // not start the job, so there is no `job.released` to send.
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::error!(job = %result.job_id, error = %e, "cannot store the result kept from an earlier run; the job will be delivered again");
                     source.release(&delivery).await
-                }
-                Ok(()) => {
-                    if *pending {
-                        self.announce_end(&announce, result);
-                        self.settle(result);
-                    }
-                    source.complete(&delivery, result).await
                 }
             },
             Outcome::Done(result) | Outcome::Rejected(result) => {
@@ -182,11 +176,15 @@ impl Runner {
                     Err(e) => {
                         tracing::error!(job = %result.job_id, error = %e, "cannot store the result; the job will be delivered again");
                         self.announce_released(&announce, result);
+                        if !source.redelivers() {
+                            // Given back, the job ends at its source without this result;
+                            // it must not be announced later.
+                            self.discard(result);
+                        }
                         source.release(&delivery).await
                     }
                     Ok(()) => {
                         self.announce_end(&announce, result);
-                        self.settle(result);
                         match &outcome {
                             Outcome::Rejected(r) => source.reject(&delivery, r).await,
                             _ => {
@@ -231,11 +229,31 @@ impl Runner {
         }
     }
 
-    /// Marks a result stored everywhere and announced, so that nothing finishes it again.
-    fn settle(&self, result: &JobResult) {
-        if let Err(e) = self.state.settle_result(&result.job_id) {
-            tracing::warn!(job = %result.job_id, error = %e, "the result stays pending; the next start announces it again");
+    fn discard(&self, result: &JobResult) {
+        if let Err(e) = self.state.discard_pending(&result.job_id) {
+            tracing::warn!(job = %result.job_id, error = %e, "the result stays pending; the next start announces it");
         }
+    }
+
+    /// Finishes a result an earlier run of this agent kept: stores it everywhere and
+    /// announces it, unless another agent of the fleet has stored a result of its own since
+    /// (it ran the job again), which then stands. Returns the job's result.
+    async fn finish_kept(
+        &self,
+        kept: &JobResult,
+        announce: &Announce,
+        stopping: &mut watch::Receiver<Cancel>,
+    ) -> Result<JobResult, String> {
+        if let Some(theirs) = self.fleet_result(&kept.job_id).await
+            && (theirs.agent != kept.agent || theirs.finished_at != kept.finished_at)
+        {
+            tracing::info!(job = %kept.job_id, agent = %theirs.agent, "another agent ran the job again and stored its result; the result kept here is dropped");
+            self.discard(kept);
+            return Ok(theirs);
+        }
+        self.store_patiently(kept, announce, stopping).await?;
+        self.announce_end(announce, kept);
+        Ok(kept.clone())
     }
 
     /// Stores and announces the results an earlier run of this agent kept but stopped or
@@ -243,19 +261,21 @@ impl Runner {
     /// (at the restart, by the journal) or will be, and nothing else would finish them. A
     /// job being handled now is left to its handler.
     pub async fn finish_pending(&self, mut stopping: watch::Receiver<Cancel>) {
-        for result in self.state.pending_results() {
+        for (result, _) in self.state.pending_results() {
             let Some(_active) = self.activate(&result.job_id) else {
                 continue;
             };
             // A delivery handled since the listing may have finished it.
-            if !self.state.result(&result.job_id).is_some_and(|s| s.pending) {
+            let Some(Stored {
+                result,
+                pending: Some(announce),
+            }) = self.state.result(&result.job_id)
+            else {
                 continue;
-            }
-            match self.store_patiently(&result, &mut stopping).await {
-                Ok(()) => {
-                    tracing::info!(job = %result.job_id, "stored and announced the result an earlier run kept");
-                    self.announce_end(&Announce::default(), &result);
-                    self.settle(&result);
+            };
+            match self.finish_kept(&result, &announce, &mut stopping).await {
+                Ok(_) => {
+                    tracing::info!(job = %result.job_id, "finished the result an earlier run kept");
                 }
                 Err(e) => {
                     tracing::warn!(job = %result.job_id, error = %e, "the result an earlier run kept is still not stored everywhere; the next start tries again");
@@ -272,15 +292,29 @@ impl Runner {
             .or_else(|| self.config.borrow().notifications.webhook.clone())
     }
 
+    /// Announces the job's end, and settles its result once the announcement is over (or at
+    /// once with no webhook): a stop that cuts the announcement off leaves the result
+    /// pending, for the next start to announce again under the same delivery id.
     fn announce_end(&self, announce: &Announce, result: &JobResult) {
-        if let Some(url) = self.webhook_url(announce) {
-            self.webhooks.notify(
+        let settle = {
+            let state = self.state.clone();
+            let job = result.job_id.clone();
+            move || {
+                if let Err(e) = state.settle_result(&job) {
+                    tracing::warn!(job = %job, error = %e, "the result stays pending; the next start announces it again");
+                }
+            }
+        };
+        match self.webhook_url(announce) {
+            Some(url) => self.webhooks.notify_then(
                 &url,
                 Event::Finished {
                     result,
                     started_at: announce.started_at.as_deref(),
                 },
-            );
+                settle,
+            ),
+            None => settle(),
         }
     }
 
@@ -308,11 +342,12 @@ impl Runner {
     async fn store_patiently(
         &self,
         result: &JobResult,
+        announce: &Announce,
         cancel: &mut watch::Receiver<Cancel>,
     ) -> Result<(), String> {
         let mut pause = Duration::from_secs(1);
         loop {
-            let error = match self.store(result).await {
+            let error = match self.store(result, announce).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -333,8 +368,8 @@ impl Runner {
     }
 
     /// Stores the result here and, when the fleet shares a store, in S3.
-    async fn store(&self, result: &JobResult) -> Result<(), String> {
-        self.state.store_result(result)?;
+    async fn store(&self, result: &JobResult, announce: &Announce) -> Result<(), String> {
+        self.state.store_result(result, announce)?;
         let config = self.config.borrow().clone();
         if let (Some(client), Some(url)) = (
             self.aws.results_store(&config).await,
@@ -448,12 +483,17 @@ impl Runner {
         }
     }
 
-    /// A result stored by this agent (and whether it is pending), or by any agent of the
-    /// fleet.
-    async fn known_result(&self, job_id: &str) -> Option<(JobResult, bool)> {
+    /// A result stored by this agent (with what announcing it takes, when it is pending),
+    /// or by any agent of the fleet.
+    async fn known_result(&self, job_id: &str) -> Option<(JobResult, Option<Announce>)> {
         if let Some(stored) = self.state.result(job_id) {
             return Some((stored.result, stored.pending));
         }
+        self.fleet_result(job_id).await.map(|r| (r, None))
+    }
+
+    /// The job's result in the fleet's store, when the fleet shares one and it has one.
+    async fn fleet_result(&self, job_id: &str) -> Option<JobResult> {
         let config = self.config.borrow().clone();
         let url = config.storage.results.as_ref()?;
         let client = self.aws.results_store(&config).await?;
@@ -465,7 +505,7 @@ impl Runner {
             .await
             .ok()?;
         let bytes = object.body.collect().await.ok()?.into_bytes();
-        serde_json::from_slice(&bytes).ok().map(|r| (r, false))
+        serde_json::from_slice(&bytes).ok()
     }
 
     fn record(&self, result: &JobResult, source: &str) {

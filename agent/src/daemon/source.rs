@@ -87,6 +87,12 @@ pub trait JobSource: Send + Sync {
         false
     }
 
+    /// Whether a released delivery comes again (a spool file, a queue message), rather than
+    /// ending at its source (a CodePipeline job is failed when it is given back).
+    fn redelivers(&self) -> bool {
+        true
+    }
+
     /// The delivery is not a runnable job (not a JobSpec, or delivered too often without a
     /// result): report why and make sure it is never delivered again. A job the config
     /// refuses is a job with a result (REJECTED) and is completed, not rejected.

@@ -15,6 +15,7 @@
 //! Results, logs and artifacts older than `agent.retention` are removed (see
 //! [`super::retention`]); the journal and running jobs' directories never are.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -53,9 +54,32 @@ fn journal_key(source: &str, handle: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub result: JobResult,
-    /// Written here, but perhaps not to the fleet's store and not announced: the agent
-    /// stopped or crashed before it could finish both.
-    pub pending: bool,
+    /// Written here, but perhaps not to the fleet's store and not announced (the agent
+    /// stopped or crashed before it could finish both): what announcing it takes.
+    pub pending: Option<Announce>,
+}
+
+/// What announcing a job's end needs from its run, kept with a pending result so that a
+/// later start announces it as the run would have.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    /// The job's own `notify.webhook`; the config's applies when it names none. It may
+    /// carry the receiver's token, so the pending directory is the agent's alone.
+    pub webhook: Option<String>,
+    pub started_at: Option<String>,
+}
+
+/// The file of a pending result.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    result: JobResult,
+    #[serde(default)]
+    announce: Announce,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let text = std::fs::read(path).ok()?;
+    serde_json::from_slice(&text).ok()
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +92,7 @@ impl State {
         for sub in ["journal", "results", "pending", "logs", "running"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
+        std::fs::set_permissions(dir.join("pending"), std::fs::Permissions::from_mode(0o700))?;
         Ok(State {
             dir: dir.to_path_buf(),
         })
@@ -97,36 +122,36 @@ impl State {
 
     /// The job's final result if this agent has one.
     pub fn result(&self, job_id: &str) -> Option<Stored> {
-        let read = |path: PathBuf| {
-            let text = std::fs::read(path).ok()?;
-            serde_json::from_slice::<JobResult>(&text).ok()
-        };
         // A pending result is newer than a settled one beside it.
-        if let Some(result) = read(self.pending_path(job_id)) {
+        if let Some(kept) = read_json::<Pending>(&self.pending_path(job_id)) {
             return Some(Stored {
-                result,
-                pending: true,
+                result: kept.result,
+                pending: Some(kept.announce),
             });
         }
-        read(self.result_path(job_id)).map(|result| Stored {
+        read_json(&self.result_path(job_id)).map(|result| Stored {
             result,
-            pending: false,
+            pending: None,
         })
     }
 
     /// Keeps a final result here before it goes anywhere else, as pending until
-    /// [`State::settle_result`].
-    pub fn store_result(&self, result: &JobResult) -> Result<(), String> {
-        let json = serde_json::to_vec_pretty(result).map_err(|e| e.to_string())?;
+    /// [`State::settle_result`], with what announcing it takes.
+    pub fn store_result(&self, result: &JobResult, announce: &Announce) -> Result<(), String> {
+        let kept = Pending {
+            result: result.clone(),
+            announce: announce.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&kept).map_err(|e| e.to_string())?;
         write_atomically(&self.pending_path(&result.job_id), &json).map_err(|e| e.to_string())
     }
 
     /// The results kept here that are still pending, oldest first.
-    pub fn pending_results(&self) -> Vec<JobResult> {
+    pub fn pending_results(&self) -> Vec<(JobResult, Announce)> {
         let Ok(entries) = std::fs::read_dir(self.dir.join("pending")) else {
             return Vec::new();
         };
-        let mut found: Vec<(std::time::SystemTime, JobResult)> = entries
+        let mut found: Vec<(std::time::SystemTime, Pending)> = entries
             .flatten()
             .filter(|e| {
                 let name = e.file_name();
@@ -135,20 +160,35 @@ impl State {
             })
             .filter_map(|e| {
                 let modified = e.metadata().and_then(|m| m.modified()).ok()?;
-                let text = std::fs::read(e.path()).ok()?;
-                Some((modified, serde_json::from_slice(&text).ok()?))
+                Some((modified, read_json(&e.path())?))
             })
             .collect();
         found.sort_by_key(|(modified, _)| *modified);
-        found.into_iter().map(|(_, result)| result).collect()
+        found
+            .into_iter()
+            .map(|(_, kept)| (kept.result, kept.announce))
+            .collect()
     }
 
-    /// Marks a pending result stored everywhere and announced.
+    /// Marks a pending result stored everywhere and announced: it becomes the job's settled
+    /// result, dated now for retention.
     pub fn settle_result(&self, job_id: &str) -> Result<(), String> {
-        match std::fs::rename(self.pending_path(job_id), self.result_path(job_id)) {
+        let pending = self.pending_path(job_id);
+        let Some(kept) = read_json::<Pending>(&pending) else {
+            return Ok(());
+        };
+        let json = serde_json::to_vec_pretty(&kept.result).map_err(|e| e.to_string())?;
+        write_atomically(&self.result_path(job_id), &json)
+            .map_err(|e| format!("cannot settle the result of {job_id}: {e}"))?;
+        self.discard_pending(job_id)
+    }
+
+    /// Drops a pending result without settling it: the job's result is another.
+    pub fn discard_pending(&self, job_id: &str) -> Result<(), String> {
+        match std::fs::remove_file(self.pending_path(job_id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot settle the result of {job_id}: {e}")),
+            Err(e) => Err(format!("cannot remove the pending result of {job_id}: {e}")),
         }
     }
 
@@ -227,25 +267,43 @@ mod tests {
             "log": null, "artifacts": [], "exported_variables": {}, "summary": null
         }))
         .unwrap();
-        state.store_result(&result).unwrap();
+        let announce = Announce {
+            webhook: Some("https://hooks.example/t0ken".into()),
+            started_at: Some("t0".into()),
+        };
+        state.store_result(&result, &announce).unwrap();
         let stored = state.result("job-1").unwrap();
-        assert!(stored.pending);
+        assert_eq!(stored.pending.as_ref(), Some(&announce));
+        let mode = std::fs::metadata(dir.path().join("pending"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the agent's alone: {mode:o}");
         let pending = state.pending_results();
         assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].job_id, "job-1");
+        assert_eq!(pending[0].0.job_id, "job-1");
+        assert_eq!(pending[0].1, announce);
         assert_eq!(stored.result.job_id, "job-1");
         state.settle_result("job-1").unwrap();
         let stored = state.result("job-1").unwrap();
-        assert!(!stored.pending);
-        assert!(dir.path().join("results/job-1.json").is_file());
+        assert!(stored.pending.is_none());
+        // Settled, the file is the result alone, as every reader of results/ expects.
+        let settled: JobResult =
+            serde_json::from_slice(&std::fs::read(dir.path().join("results/job-1.json")).unwrap())
+                .unwrap();
+        assert_eq!(settled.job_id, "job-1");
         assert!(!dir.path().join("pending/job-1.json").exists());
         assert!(state.pending_results().is_empty());
         // Storing again (a redelivery finishing what a crash cut short) and settling twice
         // leave one settled result.
-        state.store_result(&result).unwrap();
-        assert!(state.result("job-1").unwrap().pending);
+        state.store_result(&result, &announce).unwrap();
+        assert!(state.result("job-1").unwrap().pending.is_some());
         state.settle_result("job-1").unwrap();
         state.settle_result("job-1").unwrap();
-        assert!(!state.result("job-1").unwrap().pending);
+        assert!(state.result("job-1").unwrap().pending.is_none());
+        // A result another agent stored since replaces a kept one: dropped, not settled.
+        state.store_result(&result, &announce).unwrap();
+        state.discard_pending("job-1").unwrap();
+        assert!(state.pending_results().is_empty());
     }
 }

@@ -237,11 +237,20 @@ impl Webhooks {
     /// Posts `event` to `url` in the background. Never blocks and never fails: a URL that may
     /// not be used, or a receiver that does not take it, is logged.
     pub fn notify(&self, url: &str, event: Event<'_>) {
+        self.notify_then(url, event, || {});
+    }
+
+    /// As [`Webhooks::notify`], and calls `done` once the notification is over: delivered,
+    /// refused for good, given up after its retries, or never sendable (a URL that may not be
+    /// used). A notification cut off by the process's end never calls it, so a caller can
+    /// keep what it must announce again until then.
+    pub fn notify_then(&self, url: &str, event: Event<'_>, done: impl FnOnce() + Send + 'static) {
         let job = event.job_id();
         let url = match check_url(url) {
             Ok(url) => url,
             Err(e) => {
                 tracing::error!(job, event = event.name(), error = %e, "not sending the webhook");
+                done();
                 return;
             }
         };
@@ -249,6 +258,7 @@ impl Webhooks {
             Ok(body) => Bytes::from(body),
             Err(e) => {
                 tracing::error!(job, event = event.name(), error = %e, "cannot write the webhook's payload");
+                done();
                 return;
             }
         };
@@ -279,6 +289,7 @@ impl Webhooks {
         runtime.spawn(async move {
             let _guard = guard;
             deliver(&client, &backoff, &notification).await;
+            done();
         });
     }
 
