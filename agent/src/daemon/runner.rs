@@ -453,21 +453,22 @@ impl Runner {
 
     /// A delivery of a job this agent is handling already: waits (its lease kept) until the
     /// first delivery is settled, then acknowledges it with that result, or gives it back
-    /// when the first ended without one.
-    async fn after_first(
-        &self,
+    /// when the first ended without one. It holds the job once the first lets go, so that
+    /// of several waiting deliveries only one finishes a pending result.
+    async fn after_first<'s>(
+        &'s self,
         delivery: &Delivery,
         job_id: &str,
+        held: &mut Option<Active<'s>>,
         mut cancel: watch::Receiver<Cancel>,
     ) -> Outcome {
         tracing::info!(job = %job_id, delivery = %delivery.name(), "delivered again while it runs here; waiting for the first delivery");
         let mut check = tokio::time::interval(Duration::from_millis(200));
-        while self
-            .active
-            .lock()
-            .map(|a| a.contains(job_id))
-            .unwrap_or(false)
-        {
+        loop {
+            if let Some(active) = self.activate(job_id) {
+                *held = Some(active);
+                break;
+            }
             tokio::select! {
                 _ = check.tick() => {}
                 changed = cancel.changed() => {
@@ -586,7 +587,7 @@ impl Runner {
         };
         match self.activate(&job.id) {
             Some(active) => *held = Some(active),
-            None => return self.after_first(delivery, &job.id, cancel).await,
+            None => return self.after_first(delivery, &job.id, held, cancel).await,
         }
         if let Some((result, pending)) = self.known_result(&job.id).await {
             tracing::info!(job = %job.id, "already has a result; acknowledging the delivery without running it again");
