@@ -4,8 +4,9 @@
 # hands out jobs, stores their results and drains. Release builds place them first in
 # .text (see agent/build.rs), which keeps the idle daemon's resident set small.
 #
-# Run it again after a toolchain or dependency upgrade (symbol names carry hashes that
-# change then); tests/bench/daemon.sh prints how much of the list the binary still has.
+# Run it again after a toolchain or dependency upgrade and after changes to the daemon's
+# code (symbol names carry hashes, and closures are numbered, that change then);
+# tests/bench/daemon.sh prints how much of the list the binary still has.
 # Needs valgrind; moto_server (for the SQS paths) when installed.
 # Usage: tests/bench/daemon-order.sh [IMAGE]   (default: agent-busybox:latest)
 set -euo pipefail
