@@ -261,15 +261,15 @@ impl Runner {
     /// (at the restart, by the journal) or will be, and nothing else would finish them. A
     /// job being handled now is left to its handler.
     pub async fn finish_pending(&self, mut stopping: watch::Receiver<Cancel>) {
-        for (result, _) in self.state.pending_results() {
-            let Some(_active) = self.activate(&result.job_id) else {
+        for job in self.state.pending_jobs() {
+            let Some(_active) = self.activate(&job) else {
                 continue;
             };
             // A delivery handled since the listing may have finished it.
             let Some(Stored {
                 result,
                 pending: Some(announce),
-            }) = self.state.result(&result.job_id)
+            }) = self.state.result(&job)
             else {
                 continue;
             };

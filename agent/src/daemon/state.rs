@@ -146,28 +146,26 @@ impl State {
         write_atomically(&self.pending_path(&result.job_id), &json).map_err(|e| e.to_string())
     }
 
-    /// The results kept here that are still pending, oldest first.
-    pub fn pending_results(&self) -> Vec<(JobResult, Announce)> {
+    /// The jobs whose results are kept here still pending, oldest first. Read them with
+    /// [`State::result`], which a delivery may have settled since.
+    pub fn pending_jobs(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.dir.join("pending")) else {
             return Vec::new();
         };
-        let mut found: Vec<(std::time::SystemTime, Pending)> = entries
+        let mut found: Vec<(std::time::SystemTime, String)> = entries
             .flatten()
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                name.ends_with(".json") && !name.starts_with('.')
-            })
             .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                // Not a file being written (`write_atomically`'s dot-named temporary).
+                let job = name
+                    .strip_suffix(".json")
+                    .filter(|_| !name.starts_with('.'))?;
                 let modified = e.metadata().and_then(|m| m.modified()).ok()?;
-                Some((modified, read_json(&e.path())?))
+                Some((modified, job.to_string()))
             })
             .collect();
-        found.sort_by_key(|(modified, _)| *modified);
-        found
-            .into_iter()
-            .map(|(_, kept)| (kept.result, kept.announce))
-            .collect()
+        found.sort();
+        found.into_iter().map(|(_, job)| job).collect()
     }
 
     /// Marks a pending result stored everywhere and announced: it becomes the job's settled
@@ -279,10 +277,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0, "the agent's alone: {mode:o}");
-        let pending = state.pending_results();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].0.job_id, "job-1");
-        assert_eq!(pending[0].1, announce);
+        assert_eq!(state.pending_jobs(), ["job-1"]);
         assert_eq!(stored.result.job_id, "job-1");
         state.settle_result("job-1").unwrap();
         let stored = state.result("job-1").unwrap();
@@ -293,7 +288,7 @@ mod tests {
                 .unwrap();
         assert_eq!(settled.job_id, "job-1");
         assert!(!dir.path().join("pending/job-1.json").exists());
-        assert!(state.pending_results().is_empty());
+        assert!(state.pending_jobs().is_empty());
         // Storing again (a redelivery finishing what a crash cut short) and settling twice
         // leave one settled result.
         state.store_result(&result, &announce).unwrap();
@@ -304,6 +299,6 @@ mod tests {
         // A result another agent stored since replaces a kept one: dropped, not settled.
         state.store_result(&result, &announce).unwrap();
         state.discard_pending("job-1").unwrap();
-        assert!(state.pending_results().is_empty());
+        assert!(state.pending_jobs().is_empty());
     }
 }
