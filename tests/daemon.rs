@@ -10,11 +10,11 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::agent;
 use common::daemon::{
     Daemon, build_job, http_get, http_server, serial, serve_tarball, uuid_like, wait_running,
 };
 use common::git_server::GitServer;
+use common::{agent, wait_until};
 use serde_json::{Value, json};
 
 #[test]
@@ -58,7 +58,7 @@ fn spool_jobs_run_to_one_result_each() {
     );
     // Results are also kept by job id in the state directory; workspaces are gone.
     assert!(daemon.path("state/results/job-a.json").is_file());
-    assert!(fs::read_dir(daemon.path("work")).unwrap().next().is_none());
+    daemon.wait_workspaces_removed(Duration::from_secs(30));
     assert!(daemon.containers().is_empty());
     let status = daemon.status().unwrap();
     assert_eq!(status["counts"]["SUCCEEDED"], 2);
@@ -138,15 +138,7 @@ fn a_killed_daemon_cleans_up_and_the_job_runs_again_to_one_result() {
         "job-slow",
         &build_job("job-slow", &["sleep 4", "export GREETING=done"]),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while daemon.containers().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the job never started:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait(Duration::from_secs(30), || !daemon.containers().is_empty());
     daemon.signal("KILL");
     daemon.wait_exit(Duration::from_secs(5));
     // Its job process is killed hard too (as by an OOM kill of the whole service).
@@ -192,11 +184,9 @@ fn a_killed_daemon_cleans_up_and_the_job_runs_again_to_one_result() {
         );
     }
     // Nothing of either run is left: containers, processes, workspaces, journal, scratch.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !daemon.job_processes().is_empty() || !daemon.containers().is_empty() {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait(Duration::from_secs(10), || {
+        daemon.job_processes().is_empty() && daemon.containers().is_empty()
+    });
     for dir in ["work", "state/journal", "state/running"] {
         let left: Vec<_> = fs::read_dir(daemon.path(dir)).unwrap().flatten().collect();
         assert!(left.is_empty(), "{dir}: {left:?}");
@@ -326,16 +316,13 @@ fn a_job_delivered_again_while_it_runs_runs_once() {
         "{second:#}"
     );
     // The file dropped again waited in the inbox for the first run, then was answered.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while daemon.path("spool/inbox/dup-1.json").exists()
-        || fs::read_dir(daemon.path(&format!("spool/claimed/{}", daemon.name)))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            > 0
-    {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait(Duration::from_secs(30), || {
+        !daemon.path("spool/inbox/dup-1.json").exists()
+            && fs::read_dir(daemon.path(&format!("spool/claimed/{}", daemon.name)))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0
+    });
     let again = daemon.result("dup-1", Duration::from_secs(5));
     assert_eq!(again["exported_variables"]["GREETING"], "first");
     assert_eq!(jobs_total(&daemon, "build", "SUCCEEDED"), 1, "it ran once");
@@ -560,11 +547,9 @@ fn sighup_reloads_what_can_change_live() {
     assert_eq!(daemon.status().unwrap()["concurrency"], 2);
     daemon.edit_config("concurrency = 2", "concurrency = 5");
     daemon.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.status().unwrap()["concurrency"] != 5 {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait(Duration::from_secs(10), || {
+        daemon.status().unwrap()["concurrency"] == 5
+    });
     // Editing the file is enough: the daemon watches it.
     let config = fs::read_to_string(daemon.path("agent.toml"))
         .unwrap()
@@ -572,11 +557,9 @@ fn sighup_reloads_what_can_change_live() {
     let tmp = daemon.path("agent.toml.new");
     fs::write(&tmp, config).unwrap();
     fs::rename(&tmp, daemon.path("agent.toml")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.status().unwrap()["concurrency"] != 3 {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait(Duration::from_secs(10), || {
+        daemon.status().unwrap()["concurrency"] == 3
+    });
     // A broken config is not taken; the daemon keeps running on the old one.
     fs::write(
         daemon.path("agent.toml"),
@@ -619,17 +602,11 @@ fn a_reload_restarts_changed_sources_and_moves_the_listener() {
         .replace(&format!(":{}\"", daemon.port), &format!(":{new_port}\""));
     fs::write(daemon.path("agent.toml"), config).unwrap();
     daemon.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !daemon.log().contains("job sources restarted") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_log("job sources restarted", Duration::from_secs(20));
     // The listener moved.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", new_port)).is_err() {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", new_port)).is_ok()
+    });
     assert!(http_get(new_port, "/healthz").contains("200"));
     assert!(std::net::TcpStream::connect(("127.0.0.1", daemon.port)).is_err());
     // The job the old source delivered finishes and is settled there.
@@ -646,11 +623,7 @@ fn a_reload_restarts_changed_sources_and_moves_the_listener() {
     fs::rename(inbox.join(".job-after.tmp"), inbox.join("job-after.json")).unwrap();
     daemon.submit("job-orphan", &build_job("job-orphan", &["echo orphan"]));
     let path = daemon.path("spool-2/done/job-after.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait(Duration::from_secs(60), || path.exists());
     let after: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(after["status"], "SUCCEEDED", "{after:#}");
     std::thread::sleep(Duration::from_secs(2));
@@ -662,14 +635,10 @@ fn a_reload_restarts_changed_sources_and_moves_the_listener() {
         "drain_timeout = \"20s\"\nlog_format = \"json\"",
     );
     daemon.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !daemon
-        .log()
-        .contains("take effect when the agent next starts")
-    {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_log(
+        "take effect when the agent next starts",
+        Duration::from_secs(10),
+    );
     assert_eq!(daemon.log().matches("job sources restarted").count(), 1);
 }
 
@@ -881,15 +850,11 @@ fn three_daemons_share_one_queue_and_each_job_has_one_result() {
             })
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while results().len() < JOBS {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {JOBS} results",
-            results().len()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_until(
+        Duration::from_secs(240),
+        || results().len() >= JOBS,
+        || format!("{} of {JOBS} results", results().len()),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let all = results();
     assert_eq!(all.len(), JOBS, "no job ran twice to completion");
@@ -934,7 +899,7 @@ fn three_daemons_share_one_queue_and_each_job_has_one_result() {
     );
     for daemon in &fleet {
         assert!(daemon.containers().is_empty());
-        assert!(fs::read_dir(daemon.path("work")).unwrap().next().is_none());
+        daemon.wait_workspaces_removed(Duration::from_secs(30));
     }
 }
 
@@ -1030,14 +995,10 @@ fn drained_with_a_result_it_could_not_store(bucket: &str) -> (Daemon, Seen, Valu
     let mut job = build_job("kept-1", &["export GREETING=once"]);
     job["notify"] = json!({ "webhook": format!("{hook_url}/hook") });
     daemon.submit("kept-1", &job);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !daemon
-        .log()
-        .contains("cannot store the result; trying again")
-    {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait_log(
+        "cannot store the result; trying again",
+        Duration::from_secs(60),
+    );
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(60)).success());
     let pending: Value =
@@ -1080,11 +1041,9 @@ fn a_result_the_drain_could_not_store_is_stored_and_announced_at_the_next_start(
     assert_eq!(done["finished_at"], kept["finished_at"], "{done:#}");
     assert_eq!(done["exported_variables"]["GREETING"], "once");
     let pending_path = daemon.path("state/pending/kept-1.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while events(&seen, "job.finished").is_empty() || pending_path.exists() {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait(Duration::from_secs(30), || {
+        !events(&seen, "job.finished").is_empty() && !pending_path.exists()
+    });
     // Both the start's pass over pending results and the job's redelivery find it: a second
     // announcement would come within moments.
     std::thread::sleep(Duration::from_secs(3));
@@ -1124,11 +1083,7 @@ fn a_kept_result_gives_way_to_one_another_agent_stored_since() {
     let done = daemon.result("kept-1", Duration::from_secs(60));
     assert_eq!(done["agent"], "other-agent", "{done:#}");
     let pending_path = daemon.path("state/pending/kept-1.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pending_path.exists() {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait(Duration::from_secs(30), || !pending_path.exists());
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         fleet_object(&bucket, "kept-1")["agent"],
@@ -1275,16 +1230,11 @@ fn webhooks_announce_jobs_and_https_sources_are_fetched() {
     let result = daemon.result("https-1", Duration::from_secs(60));
     assert_eq!(result["status"], "SUCCEEDED", "{result:#}");
     assert_eq!(result["exported_variables"]["FROM"], "tarball");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.lock().unwrap().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "webhooks: {:?}\n{}",
-            seen.lock().unwrap(),
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        || seen.lock().unwrap().len() >= 2,
+        || format!("webhooks: {:?}\n{}", seen.lock().unwrap(), daemon.log()),
+    );
     let requests = seen.lock().unwrap().clone();
     assert!(
         requests[0].starts_with("POST /hooks/agent?token=s3cr3t"),
@@ -1318,20 +1268,16 @@ fn webhooks_announce_jobs_and_https_sources_are_fetched() {
     );
     let failed = daemon.result("https-2", Duration::from_secs(60));
     assert_eq!(failed["status"], "FAILED", "{failed:#}");
-    let deadline = Instant::now() + Duration::from_secs(20);
     let announced = |event: &str| {
         seen.lock().unwrap().iter().any(|r| {
             r.contains(&format!("\"event\":\"{event}\"")) && r.contains("\"job_id\":\"https-2\"")
         })
     };
-    while !(announced("job.started") && announced("job.finished")) {
-        assert!(
-            Instant::now() < deadline,
-            "webhooks: {:?}",
-            seen.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        || announced("job.started") && announced("job.finished"),
+        || format!("webhooks: {:?}", seen.lock().unwrap()),
+    );
     assert!(
         !daemon.log().contains("s3cr3t"),
         "the webhook's token is never logged"
@@ -1410,11 +1356,7 @@ fn a_local_git_repository_is_cloned_only_from_an_allowed_directory() {
         ),
     );
     daemon.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !daemon.log().contains("config reloaded") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_log("config reloaded", Duration::from_secs(10));
     daemon.submit("local-2", &job("local-2"));
     let built = daemon.result("local-2", Duration::from_secs(60));
     assert_eq!(built["status"], "SUCCEEDED", "{built:#}");
@@ -1505,11 +1447,7 @@ fn a_codepipeline_job_runs_and_reports_its_outputs() {
         "web/BuildOutp/out.zip",
     )));
     let daemon = Daemon::start(&extra);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while fake.results().is_empty() {
-        assert!(Instant::now() < deadline, "no report:\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait(Duration::from_secs(90), || !fake.results().is_empty());
     let reported = &fake.results()[0];
     assert!(
         reported.succeeded(),
@@ -1590,19 +1528,11 @@ fn a_build_longer_than_the_job_timeout_goes_on_under_continuation_jobs() {
             )),
     );
     let daemon = Daemon::start(&extra);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !fake
-        .results()
-        .iter()
-        .any(|r| r.request.get("continuationToken").is_none())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no final report:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait(Duration::from_secs(120), || {
+        fake.results()
+            .iter()
+            .any(|r| r.request.get("continuationToken").is_none())
+    });
     let execution = fake.execution(&job_id);
     assert!(
         execution.len() >= 3,
@@ -1695,11 +1625,11 @@ fn a_stopped_pipeline_execution_calls_its_build_off() {
         );
         // Nothing was reported for a job CodePipeline had already ended.
         assert!(fake.results().is_empty(), "{:#?}", fake.results());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !daemon.containers().is_empty() {
-            assert!(Instant::now() < deadline, "the container was left behind");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            Duration::from_secs(20),
+            || daemon.containers().is_empty(),
+            || "the container was left behind".into(),
+        );
         drop(daemon);
         drop(runtime);
     }
@@ -1750,11 +1680,11 @@ fn a_restarting_daemon_named_for_its_host_keeps_a_live_run_local_and_reaps_a_dea
     daemon.name = nix::unistd::gethostname().unwrap().into_string().unwrap();
     daemon.write_config("");
     daemon.launch();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !run_local_containers_of(killed_pid).is_empty() {
-        assert!(Instant::now() < deadline, "the dead run's container stays");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        || run_local_containers_of(killed_pid).is_empty(),
+        || "the dead run's container stays".into(),
+    );
     assert_eq!(
         run_local_containers_of(running_pid).len(),
         1,
@@ -1820,9 +1750,9 @@ fn a_spool_job_that_keeps_taking_the_agent_down_is_failed_after_its_delivery_lim
             .next()
             .is_none()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !daemon.containers().is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", daemon.containers());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || daemon.containers().is_empty(),
+        || format!("{:?}", daemon.containers()),
+    );
 }

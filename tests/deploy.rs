@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{agent, repo_root};
+use common::{agent, repo_root, wait_for, wait_until};
 use serde_json::Value;
 
 /// A host to deploy to: a deployment root, an allowed destination, the service's run dir.
@@ -1259,11 +1259,11 @@ fn a_deployment_interrupted_by_a_killed_agent_is_reported_by_the_next() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "the hook never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        || marker.exists(),
+        || "the hook never started".into(),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // The hook outlives the agent (its own process group); stop it as an operator would.
@@ -1365,19 +1365,18 @@ fn hanging_before_install(revision: &Path, pids: &Path) {
 }
 
 fn wait_for_pids(pids: &Path, count: usize) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found: Vec<i32> = fs::read_to_string(pids)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        if found.len() >= count {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "the hook never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            let found: Vec<i32> = fs::read_to_string(pids)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            (found.len() >= count).then_some(found)
+        },
+        || "the hook never started".into(),
+    )
 }
 
 const AFTER_BEFORE_INSTALL: [&str; 4] = [

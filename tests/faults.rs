@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, build_job, serial};
 use common::fault_proxy::{self, Faults};
-use common::{Project, containers_of};
+use common::{Project, containers_of, wait_for, wait_until};
 
 /// Runs a long build with a fixed build id and, once its container is up, does `act` to
 /// that container from outside.
@@ -38,14 +38,11 @@ fn disturb_a_build(act: &[&str]) -> common::Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let container = loop {
-        if let Some(id) = containers_of(&build_id).into_iter().next() {
-            break id;
-        }
-        assert!(Instant::now() < deadline, "the build never started");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let container = wait_for(
+        Duration::from_secs(30),
+        || containers_of(&build_id).into_iter().next(),
+        || "the build never started".into(),
+    );
     // Let the first command run.
     std::thread::sleep(Duration::from_millis(1000));
     let started = Instant::now();
@@ -180,7 +177,7 @@ fn a_full_workspace_disk_fails_the_job_and_keeps_the_state() {
     );
     let after = daemon.result("job-after", Duration::from_secs(60));
     assert_eq!(after["status"], "SUCCEEDED", "{after:#}");
-    assert!(fs::read_dir(daemon.path("work")).unwrap().next().is_none());
+    daemon.wait_workspaces_removed(Duration::from_secs(30));
     assert!(daemon.containers().is_empty());
     daemon.signal("TERM");
     daemon.wait_exit(Duration::from_secs(30));
@@ -200,6 +197,7 @@ fn kill_9_at_twenty_points_of_a_job_leaves_one_result_each_time() {
             &build_job(&name, &["sleep 1", "export GREETING=done"]),
         );
         let inbox = daemon.path(&format!("spool/inbox/{name}.json"));
+        // Polled closely: the kill points below count from the claim.
         let deadline = Instant::now() + Duration::from_secs(30);
         while inbox.exists() {
             assert!(Instant::now() < deadline, "{name} never claimed");
@@ -226,15 +224,11 @@ fn kill_9_at_twenty_points_of_a_job_leaves_one_result_each_time() {
             "{name} was delivered again after its result"
         );
         // Reconciliation removed what the killed run left.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !daemon.containers().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "{name}: {:?} left",
-                daemon.containers()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            || daemon.containers().is_empty(),
+            || format!("{name}: {:?} left", daemon.containers()),
+        );
     }
     assert!(daemon.job_processes().is_empty());
 }

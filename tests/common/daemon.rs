@@ -4,11 +4,11 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{agent, busybox_image};
+use super::{agent, busybox_image, wait_for, wait_until};
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -102,15 +102,7 @@ impl Daemon {
             .unwrap();
         self.child = Some(child);
         // Ready when its status answers.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.status().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait(Duration::from_secs(20), || self.status().is_some());
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -152,57 +144,74 @@ impl Daemon {
         fs::rename(tmp, inbox.join(format!("{name}.json"))).unwrap();
     }
 
+    /// Polls `done` until it holds; fails the test with the daemon's log after `timeout`.
+    pub fn wait(&self, timeout: Duration, done: impl FnMut() -> bool) {
+        wait_until(timeout, done, || self.log())
+    }
+
+    /// Waits until the daemon's log contains `text`.
+    pub fn wait_log(&self, text: &str, timeout: Duration) {
+        self.wait(timeout, || self.log().contains(text));
+    }
+
     pub fn result(&self, name: &str, timeout: Duration) -> Value {
         let path = self.path(&format!("spool/done/{name}.json"));
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(text) = fs::read_to_string(&path) {
-                return serde_json::from_str(&text).unwrap();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no result for {name}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(
+            timeout,
+            || fs::read_to_string(&path).ok(),
+            || format!("no result for {name}:\n{}", self.log()),
+        )
+        .parse()
+        .unwrap()
     }
 
     /// The job's result as the daemon stored it in its state directory (whatever the
     /// source), waiting for it.
     pub fn stored_result(&self, name: &str, timeout: Duration) -> Value {
         let path = self.path(&format!("state/results/{name}.json"));
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(text) = fs::read_to_string(&path)
-                && let Ok(value) = serde_json::from_str(&text)
-            {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no result for {name}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for(
+            timeout,
+            || {
+                fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok())
+            },
+            || format!("no result for {name}:\n{}", self.log()),
+        )
+    }
+
+    /// Waits until the work directory is empty: a job's workspace is removed after its
+    /// result is settled at the source, so a result can be seen moments before.
+    pub fn wait_workspaces_removed(&self, timeout: Duration) {
+        let work = self.path("work");
+        let left = || -> Vec<_> {
+            fs::read_dir(&work)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect()
+        };
+        wait_until(
+            timeout,
+            || left().is_empty(),
+            || format!("workspaces left: {:?}\n{}", left(), self.log()),
+        );
     }
 
     /// Waits until the SQS queues hold `want` messages each (visible and in flight).
     pub fn wait_queues(&self, queues: &[(&str, u64)], timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let depths: Vec<u64> = queues.iter().map(|(url, _)| queue_depth(url)).collect();
-            if depths.iter().zip(queues).all(|(d, (_, want))| d == want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "queues hold {depths:?}, not {queues:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let depths = || -> Vec<u64> { queues.iter().map(|(url, _)| queue_depth(url)).collect() };
+        wait_until(
+            timeout,
+            || depths().iter().zip(queues).all(|(d, (_, want))| d == want),
+            || {
+                format!(
+                    "queues hold {:?}, not {queues:?}:\n{}",
+                    depths(),
+                    self.log()
+                )
+            },
+        );
     }
 
     pub fn signal(&self, signal: &str) {
@@ -214,20 +223,20 @@ impl Daemon {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let log = self.path("daemon.log");
         let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = wait_for(
+            timeout,
+            || child.try_wait().unwrap(),
+            || {
+                format!(
+                    "the daemon did not exit:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                )
+            },
+        );
+        self.child = None;
+        status
     }
 
     pub fn containers(&self) -> Vec<String> {
@@ -323,22 +332,17 @@ pub fn build_job(id: &str, commands: &[&str]) -> Value {
 }
 
 pub fn wait_running(daemon: &Daemon, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let running = daemon
-            .status()
-            .map(|s| s["running"].as_array().map_or(0, Vec::len))
-            .unwrap_or(0);
-        if running >= n && !daemon.containers().is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no job running:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let running = daemon
+                .status()
+                .map(|s| s["running"].as_array().map_or(0, Vec::len))
+                .unwrap_or(0);
+            running >= n && !daemon.containers().is_empty()
+        },
+        || format!("no job running:\n{}", daemon.log()),
+    );
 }
 
 pub fn http_get(port: u16, path: &str) -> String {

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct GitServer {
     /// `http://127.0.0.1:PORT/repo.git`.
@@ -88,11 +88,11 @@ impl GitServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the git server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_until(
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || "the git server did not start".into(),
+        );
         let url = format!("http://127.0.0.1:{port}/repo.git");
         GitServer {
             origin: format!("http://127.0.0.1:{port}"),

@@ -10,6 +10,7 @@ pub mod git_server;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_agent"))
@@ -29,6 +30,28 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `found` until it gives a value; fails the test with `why()` once `timeout` has
+/// passed without one.
+pub fn wait_for<T>(
+    timeout: Duration,
+    mut found: impl FnMut() -> Option<T>,
+    why: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `done` until it holds; fails the test with `why()` once `timeout` has passed.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    wait_for(timeout, || done().then_some(()), why)
 }
 
 pub fn repo_root() -> PathBuf {
