@@ -61,19 +61,25 @@ fn source_with(
     job_timeout: Option<Duration>,
     agent: &str,
 ) -> CodePipelineSource {
-    CodePipelineSource::new(
-        config,
-        CodePipelineOptions {
-            category: ActionCategory::Build,
-            provider: action.provider.clone(),
-            version: action.version.clone(),
-            poll_interval: Duration::from_millis(50),
-            work_dir: work_dir.to_path_buf(),
-            job_timeout,
-            agent: agent.to_string(),
-        },
-    )
-    .unwrap()
+    CodePipelineSource::new(config, options(work_dir, action, job_timeout, agent)).unwrap()
+}
+
+fn options(
+    work_dir: &Path,
+    action: &ActionType,
+    job_timeout: Option<Duration>,
+    agent: &str,
+) -> CodePipelineOptions {
+    CodePipelineOptions {
+        category: ActionCategory::Build,
+        provider: action.provider.clone(),
+        version: action.version.clone(),
+        poll_interval: Duration::from_millis(50),
+        work_dir: work_dir.to_path_buf(),
+        job_timeout,
+        agent: agent.to_string(),
+        query_param: BTreeMap::new(),
+    }
 }
 
 /// S3 straight to moto, to seed and inspect buckets.
@@ -580,6 +586,57 @@ async fn jobs_of_another_action_type_are_left_alone() {
     let next_version = ActionType::new("Build", "AgentBuild", "2");
     fake.add_job(NewJob::new(next_version));
     assert!(source.next().await.unwrap().is_none());
+}
+
+/// Two fleets share one action type whose queryable property `Fleet` each pipeline action
+/// sets: each fleet's agents take only the jobs that name their fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queryable_property_routes_jobs_to_the_fleet_that_asks_for_them() {
+    let (fake, config) = start(1).await;
+    let work = tempfile::tempdir().unwrap();
+    let fleet_type = action().queryable("Fleet");
+    fake.register(&fleet_type);
+    let for_arm = fake.add_job(NewJob::new(fleet_type.clone()).config("Fleet", "arm64"));
+    let for_linux = fake.add_job(NewJob::new(fleet_type.clone()).config("Fleet", "linux"));
+    let fleet_source = |fleet: &str| {
+        let mut options = options(work.path(), &fleet_type, None, "build-1");
+        options.query_param = BTreeMap::from([("Fleet".to_string(), fleet.to_string())]);
+        CodePipelineSource::new(&config, options).unwrap()
+    };
+    let linux = fleet_source("linux");
+    assert_eq!(linux.name(), "codepipeline:Build/AgentBuild/1?Fleet=linux");
+    let delivery = next_delivery(&linux).await;
+    assert_eq!(fake.status(&for_linux), "InProgress");
+    assert_eq!(fake.status(&for_arm), "Queued", "another fleet's job");
+    assert!(linux.next().await.unwrap().is_none());
+    linux
+        .complete(&delivery, &result("cp-linux", JobStatus::Failed, Some("x")))
+        .await
+        .unwrap();
+    let arm = fleet_source("arm64");
+    next_delivery(&arm).await;
+    assert_eq!(fake.status(&for_arm), "InProgress");
+    // A source that names no query polls an action type that has one in vain: the error
+    // says what to set.
+    let unqueried = source(&config, work.path(), &fleet_type);
+    match unqueried.next().await {
+        Err(SourceError::Fatal(message)) => {
+            assert!(message.contains("ValidationException"), "{message}");
+            assert!(message.contains("query_param"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // And one that queries an action type without a queryable property is refused too.
+    fake.register(&ActionType::new("Build", "Plain", "1"));
+    let mut options = options(
+        work.path(),
+        &ActionType::new("Build", "Plain", "1"),
+        None,
+        "b",
+    );
+    options.query_param = BTreeMap::from([("Fleet".to_string(), "linux".to_string())]);
+    let plain = CodePipelineSource::new(&config, options).unwrap();
+    assert!(matches!(plain.next().await, Err(SourceError::Fatal(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

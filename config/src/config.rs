@@ -427,6 +427,18 @@ pub struct CodePipelineSource {
     )]
     #[schemars(with = "Option<DurationText>")]
     pub job_timeout: Option<Duration>,
+    /// PollForJobs's `queryParam`, for an action type with a queryable property: that
+    /// property and the value this agent takes jobs for (`{ Fleet = "linux-large" }`), so
+    /// fleets share one action type and each pipeline action picks its fleet. At most one
+    /// entry; the name 1 to 50 characters, the value 1 to 50 of `[A-Za-z0-9_-]`. Empty: the
+    /// action type has no queryable property.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = 1,
+        "propertyNames" = {"minLength": 1, "maxLength": 50},
+        "additionalProperties" = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,50}$"}
+    ))]
+    pub query_param: BTreeMap<String, String>,
 }
 
 /// A CodePipeline action category.

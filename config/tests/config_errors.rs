@@ -335,6 +335,24 @@ fn duplicate_queues_with_different_tuning() {
     );
 }
 
+#[test]
+fn pipeline_sources_repeat_only_with_the_same_query() {
+    let source = |query: &str| {
+        format!(
+            "[[sources]]\ntype = \"codepipeline\"\ncategory = \"Build\"\nprovider = \"AgentBuild\"\nversion = \"1\"\nquery_param = {{ Fleet = \"{query}\" }}\n"
+        )
+    };
+    let fleets = format!("version = 1\n{}{}", source("linux"), source("arm64"));
+    if let Err(e) = config::parse(&fleets, "agent.toml") {
+        panic!("two fleets' sources refused: {:?}", e.problems());
+    }
+    bad(
+        &format!("version = 1\n{}{}", source("linux"), source("linux")),
+        "8:1",
+        "repeats the codepipeline source on line 2",
+    );
+}
+
 fn sqs(extra: &str) -> String {
     format!(
         "version = 1\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"https://sqs.eu-west-1.amazonaws.com/123456789012/jobs\"\n{extra}\n"
@@ -432,6 +450,37 @@ fn pipeline_poll_interval_too_long() {
         ),
         "7:17",
         "at most 5m",
+    );
+}
+
+#[test]
+fn pipeline_query_of_two_properties() {
+    bad(
+        &pipeline(
+            "category = \"Build\"\nprovider = \"AgentBuild\"\nversion = \"1\"\nquery_param = { Fleet = \"linux\", Zone = \"a\" }",
+        ),
+        "7:15",
+        "CodePipeline queries one property",
+    );
+}
+
+#[test]
+fn pipeline_query_value_with_a_space() {
+    bad(
+        &pipeline(
+            "category = \"Build\"\nprovider = \"AgentBuild\"\nversion = \"1\"\nquery_param = { Fleet = \"linux large\" }",
+        ),
+        "7:25",
+        "is not a value CodePipeline can query",
+    );
+}
+
+#[test]
+fn query_of_an_sqs_source() {
+    bad(
+        "version = 1\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"https://sqs.eu-west-1.amazonaws.com/123456789012/jobs\"\nquery_param = { Fleet = \"linux\" }\n",
+        "5:15",
+        "`query_param` does not apply to an `sqs` source",
     );
 }
 

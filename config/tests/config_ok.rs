@@ -70,6 +70,7 @@ type = "codepipeline"
 category = "Deploy"
 provider = "Agent_Deploy-2"
 version = 12
+query_param = { Fleet = "linux-large_2" }
 "#;
     let c = config::parse(text, "agent.toml").unwrap();
     assert_eq!(c.agent.drain_timeout, Duration::from_secs(90));
@@ -89,6 +90,7 @@ version = 12
     assert_eq!(cp.category, ActionCategory::Deploy);
     assert_eq!(cp.version, "12");
     assert_eq!(cp.poll_interval, Duration::from_secs(30));
+    assert_eq!(cp.query_param["Fleet"], "linux-large_2");
     let again = config::parse(&c.to_toml().unwrap(), "again.toml").unwrap();
     assert_eq!(c, again);
 }

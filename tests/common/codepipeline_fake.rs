@@ -6,7 +6,8 @@
 //!
 //! Job life: [`Fake::add_job`] queues a job (`Queued`). PollForJobs hands out queued jobs
 //! of the action type asked for, oldest first, up to `maxBatchSize`, each with a fresh nonce
-//! (`Dispatched`). A dispatched job is not handed out again unless it stays unacknowledged
+//! (`Dispatched`); for an action type with a queryable property ([`ActionType::queryable`])
+//! only those whose configuration has the value `queryParam` asks for. A dispatched job is not handed out again unless it stays unacknowledged
 //! for the acknowledgement timeout ([`Fake::set_ack_timeout`], 30 s unless set); then the next
 //! poll hands it out with a new nonce and the old one is refused. AcknowledgeJob with the
 //! current nonce makes it `InProgress` (or reports the status it has, if it is past that);
@@ -52,6 +53,8 @@ pub struct ActionType {
     pub category: String,
     pub provider: String,
     pub version: String,
+    /// The action type's one queryable configuration property, if it has one.
+    pub queryable: Option<String>,
 }
 
 impl ActionType {
@@ -60,7 +63,21 @@ impl ActionType {
             category: category.to_string(),
             provider: provider.to_string(),
             version: version.to_string(),
+            queryable: None,
         }
+    }
+
+    /// The same action type with a queryable property `name`: PollForJobs must then name
+    /// it in `queryParam`, and hands out only jobs whose configuration has the value asked.
+    pub fn queryable(mut self, name: &str) -> Self {
+        self.queryable = Some(name.to_string());
+        self
+    }
+
+    /// Category, provider and version name one action type; the rest describes it.
+    fn same(&self, other: &ActionType) -> bool {
+        (&self.category, &self.provider, &self.version)
+            == (&other.category, &other.provider, &other.version)
     }
 
     fn json(&self) -> Value {
@@ -365,7 +382,7 @@ impl Fake {
     /// Makes an action type exist without queuing a job for it.
     pub fn register(&self, action_type: &ActionType) {
         let mut state = self.lock();
-        if !state.action_types.contains(action_type) {
+        if !state.action_types.iter().any(|t| t.same(action_type)) {
             state.action_types.push(action_type.clone());
         }
     }
@@ -743,16 +760,56 @@ fn poll_for_jobs(state: &mut State, input: &Value) -> Outcome {
             _ => return Err(invalid("maxBatchSize must be an integer of at least 1")),
         },
     };
-    if input["queryParam"].as_object().is_some_and(|q| q.len() > 1) {
+    let query = match &input["queryParam"] {
+        Value::Null => BTreeMap::new(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        _ => return Err(invalid("queryParam must be a map")),
+    };
+    if query.len() > 1 {
         return Err(invalid("queryParam holds at most one entry"));
     }
+    let value_ok = |v: &str| {
+        (1..=50).contains(&v.len())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if query
+        .iter()
+        .any(|(k, v)| !(1..=50).contains(&k.len()) || !value_ok(v))
+    {
+        return Err(invalid(
+            "queryParam: a key of 1 to 50 characters, a value matching [a-zA-Z0-9_-]{1,50}",
+        ));
+    }
     let wanted = ActionType::new(category, provider, version);
-    if !state.action_types.contains(&wanted) {
+    let Some(registered) = state.action_types.iter().find(|t| t.same(&wanted)) else {
         return Err((
             "ActionTypeNotFoundException",
             format!("Action type not found: {category}/Custom/{provider}/{version}"),
         ));
-    }
+    };
+    // "For an action type with no queryable properties, this value must be null or an
+    // empty map. For an action type with a queryable property, you must supply that
+    // property as a key in the map." (API reference)
+    let matching = match (&registered.queryable, query.iter().next()) {
+        (None, None) => None,
+        (None, Some((key, _))) => {
+            return Err(invalid(format!(
+                "queryParam names {key}, but the action type has no queryable property"
+            )));
+        }
+        (Some(property), Some((key, value))) if key == property => {
+            Some((property.clone(), value.clone()))
+        }
+        (Some(property), _) => {
+            return Err(invalid(format!(
+                "the action type's queryable property {property} must be in queryParam"
+            )));
+        }
+    };
     let timeout = state.ack_timeout.unwrap_or(Duration::from_secs(30));
     let mut out = Vec::new();
     for index in 0..state.jobs.len() {
@@ -765,7 +822,10 @@ fn poll_for_jobs(state: &mut State, input: &Value) -> Outcome {
             Status::Dispatched { at } => at.elapsed() >= timeout,
             _ => false,
         };
-        if !due || job.action_type != wanted {
+        let configured = |(property, value): &(String, String)| {
+            job.data["actionConfiguration"]["configuration"][property] == value.as_str()
+        };
+        if !due || !job.action_type.same(&wanted) || !matching.as_ref().is_none_or(configured) {
             continue;
         }
         state.counter += 1;

@@ -80,7 +80,8 @@ use crate::source::unpack;
 /// | `Environment` | One of the agent's `[roles.environments]`: the role the build's AWS calls run as. Default: no role. |
 /// | `Privileged` | `true` for a privileged container (`Boolean`); the agent must allow it. Default: `false`. |
 ///
-/// Other properties (a queryable one that routes jobs to a fleet, say) are ignored.
+/// Other properties are ignored; a queryable one that routes jobs to a fleet is matched by
+/// PollForJobs against the source's `query_param`.
 pub mod keys {
     pub const BUILDSPEC: &str = "Buildspec";
     pub const IMAGE: &str = "Image";
@@ -133,6 +134,9 @@ pub struct CodePipelineOptions {
     /// The agent's name (`agent.name`), in continuation tokens: it tells this agent's
     /// continuation jobs from another's.
     pub agent: String,
+    /// PollForJobs's `queryParam`: at most one queryable property and the value whose jobs
+    /// this source takes.
+    pub query_param: BTreeMap<String, String>,
 }
 
 pub struct CodePipelineSource {
@@ -187,12 +191,17 @@ impl CodePipelineSource {
             .version(&options.version)
             .build()
             .map_err(|e| SourceError::Fatal(format!("CodePipeline action type: {e}")))?;
-        let name = format!(
+        let mut name = format!(
             "codepipeline:{}/{}/{}",
             action_type.category().as_str(),
             options.provider,
             options.version
         );
+        // Sources of one action type that query different values are different sources
+        // (journals name the source a job came from).
+        for (property, value) in &options.query_param {
+            name.push_str(&format!("?{property}={value}"));
+        }
         Ok(CodePipelineSource {
             inner: Arc::new(Inner {
                 client: Client::new(config),
@@ -242,6 +251,18 @@ fn check_options(options: &CodePipelineOptions) -> Result<(), SourceError> {
         return Err(SourceError::Fatal(
             "CodePipeline poll interval must be more than 0s".to_string(),
         ));
+    }
+    if options.query_param.len() > 1 {
+        return Err(SourceError::Fatal(
+            "CodePipeline queries one property: query_param holds at most one entry".to_string(),
+        ));
+    }
+    for (property, value) in &options.query_param {
+        if !(1..=50).contains(&property.chars().count()) || !name_ok(value, 50) {
+            return Err(SourceError::Fatal(format!(
+                "CodePipeline query `{property} = {value}`: a name of 1 to 50 characters, a value of 1 to 50 of `0-9 A-Z a-z _ -`"
+            )));
+        }
     }
     Ok(())
 }
@@ -491,6 +512,13 @@ impl Inner {
             // One at a time: a job polled is claimed only after its acknowledgement, and a
             // second one would wait for a slot while its claim ran out.
             .max_batch_size(1)
+            .set_query_param((!self.options.query_param.is_empty()).then(|| {
+                self.options
+                    .query_param
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }))
             .send()
             .await
             .map_err(|e| describe("PollForJobs", &self.name, e).into_error())?;
@@ -1552,6 +1580,10 @@ impl Failure {
             format!(
                 "{source_name}: CodePipeline knows no such custom action type ({code}): register it with CreateCustomActionType in this account and region, or fix category, provider and version"
             )
+        } else if code == "ValidationException" && operation == "PollForJobs" {
+            format!(
+                "{source_name}: CodePipeline refused the poll ({code}): {detail}; an action type with a queryable property needs `query_param` naming it, one without needs none"
+            )
         } else if DENIED_CODES.contains(&code.as_str()) {
             format!(
                 "{source_name}: CodePipeline {operation} denied ({code}): {detail}; the agent's identity needs the AWSCodePipelineCustomActionAccess permissions"
@@ -1972,8 +2004,25 @@ mod tests {
             work_dir: "/tmp/w".into(),
             job_timeout: Some(Duration::from_secs(60)),
             agent: "build-1".into(),
+            query_param: BTreeMap::from([("Fleet".into(), "linux-large_2".into())]),
         };
         assert!(check_options(&options).is_ok());
+        let queries: [&[(&str, &str)]; 4] = [
+            &[("Fleet", "a"), ("Zone", "b")],
+            &[("Fleet", "linux large")],
+            &[("Fleet", "")],
+            &[("", "linux")],
+        ];
+        for query in queries {
+            let bad = CodePipelineOptions {
+                query_param: query
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..options.clone()
+            };
+            assert!(matches!(check_options(&bad), Err(SourceError::Fatal(_))));
+        }
         let short = CodePipelineOptions {
             job_timeout: Some(Duration::from_secs(1)),
             ..options.clone()

@@ -938,6 +938,7 @@ async fn open_sources(config: &Config) -> Result<Vec<Polled>, String> {
                         work_dir: config.agent.work_dir.join("+codepipeline"),
                         job_timeout: cp.job_timeout,
                         agent: config.agent.name.clone(),
+                        query_param: cp.query_param.clone(),
                     },
                 )
                 .map_err(|e| e.to_string())?;

@@ -914,6 +914,7 @@ impl Check<'_> {
                 "version",
                 "poll_interval",
                 "job_timeout",
+                "query_param",
             ],
         };
         for (name, field_span) in raw.fields_set() {
@@ -1021,6 +1022,10 @@ impl Check<'_> {
                         "CodePipeline's job timeout of an action type is 60s to 12h",
                     )
                 });
+                let query_param = raw
+                    .query_param
+                    .map(|q| self.query_param(&field("query_param"), q))
+                    .unwrap_or_default();
                 let category = [
                     ActionCategory::Source,
                     ActionCategory::Build,
@@ -1035,9 +1040,61 @@ impl Check<'_> {
                     version: version?,
                     poll_interval,
                     job_timeout,
+                    query_param,
                 }))
             }
         }
+    }
+
+    /// PollForJobs's `queryParam`: one queryable property and its value.
+    fn query_param(
+        &mut self,
+        field: &str,
+        raw: S<BTreeMap<S<String>, S<String>>>,
+    ) -> BTreeMap<String, String> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if raw.len() > 1 {
+            self.err(
+                span,
+                field,
+                format!(
+                    "`query_param` has {} entries; CodePipeline queries one property",
+                    raw.len()
+                ),
+                "keep the action type's one queryable property, e.g. `query_param = { Fleet = \"linux\" }`",
+            );
+            return BTreeMap::new();
+        }
+        let mut out = BTreeMap::new();
+        for (name, value) in raw {
+            let entry = format!("{field}.{}", name.get_ref());
+            if !(1..=50).contains(&name.get_ref().chars().count()) {
+                self.err(
+                    name.span(),
+                    &entry,
+                    format!("`{}` is not a CodePipeline property name", name.get_ref()),
+                    "a property name is 1 to 50 characters, as the action type declares it",
+                );
+                continue;
+            }
+            let text = value.get_ref();
+            let value_ok = (1..=50).contains(&text.len())
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !value_ok {
+                self.err(
+                    value.span(),
+                    &entry,
+                    format!("`{text}` is not a value CodePipeline can query"),
+                    "a queryable property's value is 1 to 50 letters, digits, `_` and `-`",
+                );
+                continue;
+            }
+            out.insert(name.into_inner(), value.into_inner());
+        }
+        out
     }
 
     fn action_name(&mut self, field: &str, value: &S<String>, max: usize) -> bool {
@@ -1159,7 +1216,18 @@ fn identity(source: &Source) -> String {
         Source::Spool(s) => format!("spool {}", s.path.display()),
         Source::Sqs(s) => format!("sqs {}", s.queue_url),
         Source::Codepipeline(s) => {
-            format!("codepipeline {:?}/{}/{}", s.category, s.provider, s.version)
+            let query: Vec<String> = s
+                .query_param
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!(
+                "codepipeline {:?}/{}/{} {}",
+                s.category,
+                s.provider,
+                s.version,
+                query.join(",")
+            )
         }
     }
 }

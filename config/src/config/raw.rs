@@ -142,6 +142,7 @@ pub(super) struct RawSource {
     pub version: Option<S<Scalar>>,
     pub poll_interval: Option<S<Scalar>>,
     pub job_timeout: Option<S<Scalar>>,
+    pub query_param: Option<S<BTreeMap<S<String>, S<String>>>>,
 }
 
 impl RawSource {
@@ -176,6 +177,7 @@ impl RawSource {
             self.poll_interval.as_ref().map(|v| v.span()),
         );
         add("job_timeout", self.job_timeout.as_ref().map(|v| v.span()));
+        add("query_param", self.query_param.as_ref().map(|v| v.span()));
         set
     }
 }
