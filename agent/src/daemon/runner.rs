@@ -259,28 +259,36 @@ impl Runner {
     /// Stores and announces the results an earlier run of this agent kept but stopped or
     /// crashed before it could store everywhere or announce: their deliveries were settled
     /// (at the restart, by the journal) or will be, and nothing else would finish them. A
-    /// job being handled now is left to its handler.
-    pub async fn finish_pending(&self, mut stopping: watch::Receiver<Cancel>) {
-        for job in self.state.pending_jobs() {
-            let Some(_active) = self.activate(&job) else {
-                continue;
-            };
-            // A delivery handled since the listing may have finished it.
-            let Some(Stored {
-                result,
-                pending: Some(announce),
-            }) = self.state.result(&job)
-            else {
-                continue;
-            };
-            match self.finish_kept(&result, &announce, &mut stopping).await {
-                Ok(_) => {
-                    tracing::info!(job = %result.job_id, "finished the result an earlier run kept");
-                }
-                Err(e) => {
-                    tracing::warn!(job = %result.job_id, error = %e, "the result an earlier run kept is still not stored everywhere; the next start tries again");
-                    return;
-                }
+    /// job being handled now is left to its handler. Several are finished at once, so one
+    /// whose store keeps failing (its bucket gone, say) does not hold back the others.
+    pub async fn finish_pending(&self, stopping: watch::Receiver<Cancel>) {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(self.state.pending_jobs())
+            .for_each_concurrent(PENDING_AT_ONCE, |job| {
+                let stopping = stopping.clone();
+                async move { self.finish_one_pending(&job, stopping).await }
+            })
+            .await;
+    }
+
+    async fn finish_one_pending(&self, job: &str, mut stopping: watch::Receiver<Cancel>) {
+        let Some(_active) = self.activate(job) else {
+            return;
+        };
+        // A delivery handled since the listing may have finished it.
+        let Some(Stored {
+            result,
+            pending: Some(announce),
+        }) = self.state.result(job)
+        else {
+            return;
+        };
+        match self.finish_kept(&result, &announce, &mut stopping).await {
+            Ok(_) => {
+                tracing::info!(job = %result.job_id, "finished the result an earlier run kept");
+            }
+            Err(e) => {
+                tracing::warn!(job = %result.job_id, error = %e, "the result an earlier run kept is still not stored everywhere; the next start tries again");
             }
         }
     }
@@ -948,6 +956,9 @@ impl Transient for crate::source::git_fetch::GitError {
         crate::source::git_fetch::GitError::is_transient(self)
     }
 }
+
+/// Kept results finished at once after a start.
+const PENDING_AT_ONCE: usize = 8;
 
 /// Pauses before the second and third tries of a source fetch.
 const SOURCE_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(4)];
