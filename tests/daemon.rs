@@ -1435,19 +1435,27 @@ fn a_codepipeline_job_runs_and_reports_its_outputs() {
     let (fake, bucket, extra) = pipeline_with_source(
         &runtime,
         "version: 0.2\nenv:\n  exported-variables: [IMAGE_TAG]\nphases:\n  build:\n    commands:\n      - export IMAGE_TAG=v-$CODEPIPELINE_SOURCE_REVISION\n      - mkdir -p out && echo built > out/app.txt\nartifacts:\n  base-directory: out\n  files: ['**/*']\n",
-        "",
+        "query_param = { Fleet = \"linux\" }\n",
     );
-    let action = ActionType::new("Build", "AgentBuild", "1");
+    // The action type routes jobs by fleet; this agent serves the `linux` one.
+    let action = ActionType::new("Build", "AgentBuild", "1").queryable("Fleet");
     fake.register(&action);
+    let theirs = fake.add_job(NewJob::new(action.clone()).config("Fleet", "arm64"));
     let mut source = ArtifactAt::new("SourceOutput", &bucket, "web/SourceArti/abc123.zip");
     source.revision = Some("abc123".to_string());
-    let job_id = fake.add_job(NewJob::new(action).input(source).output(ArtifactAt::new(
-        "BuildOutput",
-        &bucket,
-        "web/BuildOutp/out.zip",
-    )));
+    let job_id = fake.add_job(
+        NewJob::new(action)
+            .config("Fleet", "linux")
+            .input(source)
+            .output(ArtifactAt::new(
+                "BuildOutput",
+                &bucket,
+                "web/BuildOutp/out.zip",
+            )),
+    );
     let daemon = Daemon::start(&extra);
     daemon.wait(Duration::from_secs(90), || !fake.results().is_empty());
+    assert_eq!(fake.status(&theirs), "Queued", "another fleet's job");
     let reported = &fake.results()[0];
     assert!(
         reported.succeeded(),
