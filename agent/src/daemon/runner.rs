@@ -117,7 +117,7 @@ impl Runner {
             pid: None,
             workspace: None,
         };
-        if let Err(e) = self.state.journal(&entry) {
+        if let Err(e) = self.journal(&entry).await {
             tracing::error!(error = %e, "cannot write the job journal; giving the job back");
             keeper.stop().await;
             let _ = source.release(&delivery).await;
@@ -184,7 +184,7 @@ impl Runner {
                         source.release(&delivery).await
                     }
                     Ok(()) => {
-                        self.announce_end(&announce, result);
+                        self.announce_end(&announce, result).await;
                         match &outcome {
                             Outcome::Rejected(r) => source.reject(&delivery, r).await,
                             _ => {
@@ -252,7 +252,7 @@ impl Runner {
             return Ok(theirs);
         }
         self.store_patiently(kept, announce, stopping).await?;
-        self.announce_end(announce, kept);
+        self.announce_end(announce, kept).await;
         Ok(kept.clone())
     }
 
@@ -302,28 +302,47 @@ impl Runner {
 
     /// Announces the job's end, and settles its result once the announcement is over (or at
     /// once with no webhook): a stop that cuts the announcement off leaves the result
-    /// pending, for the next start to announce again under the same delivery id.
-    fn announce_end(&self, announce: &Announce, result: &JobResult) {
-        let settle = {
-            let state = self.state.clone();
-            let job = result.job_id.clone();
-            move || {
-                if let Err(e) = state.settle_result(&job) {
-                    tracing::warn!(job = %job, error = %e, "the result stays pending; the next start announces it again");
-                }
-            }
+    /// pending, for the next start to announce again under the same delivery id. Without a
+    /// webhook the result is settled before this returns.
+    async fn announce_end(&self, announce: &Announce, result: &JobResult) {
+        let job = result.job_id.clone();
+        let warn = |job: &str, e: String| {
+            tracing::warn!(job = %job, error = %e, "the result stays pending; the next start announces it again");
         };
         match self.webhook_url(announce) {
-            Some(url) => self.webhooks.notify_then(
-                &url,
-                Event::Finished {
-                    result,
-                    started_at: announce.started_at.as_deref(),
-                },
-                settle,
-            ),
-            None => settle(),
+            Some(url) => {
+                let state = self.state.clone();
+                self.webhooks.notify_then(
+                    &url,
+                    Event::Finished {
+                        result,
+                        started_at: announce.started_at.as_deref(),
+                    },
+                    async move {
+                        let settled = job.clone();
+                        if let Err(e) = state.off_thread(move |s| s.settle_result(&settled)).await {
+                            warn(&job, e);
+                        }
+                    },
+                );
+            }
+            None => {
+                let settled = job.clone();
+                if let Err(e) = self
+                    .state
+                    .off_thread(move |s| s.settle_result(&settled))
+                    .await
+                {
+                    warn(&job, e);
+                }
+            }
         }
+    }
+
+    /// Writes the job's journal entry, off the runtime's thread.
+    async fn journal(&self, entry: &JournalEntry) -> Result<(), String> {
+        let entry = entry.clone();
+        self.state.off_thread(move |s| s.journal(&entry)).await
     }
 
     /// Tells the receiver of a `job.started` that this run ended without a result and the
@@ -377,7 +396,10 @@ impl Runner {
 
     /// Stores the result here and, when the fleet shares a store, in S3.
     async fn store(&self, result: &JobResult, announce: &Announce) -> Result<(), String> {
-        self.state.store_result(result, announce)?;
+        let (kept, with) = (result.clone(), announce.clone());
+        self.state
+            .off_thread(move |s| s.store_result(&kept, &with))
+            .await?;
         let config = self.config.borrow().clone();
         if let (Some(client), Some(url)) = (
             self.aws.results_store(&config).await,
@@ -629,7 +651,7 @@ impl Runner {
         let workspace = config.agent.work_dir.join(&job.id);
         self.remove_workspace(&workspace).await;
         entry.workspace = Some(workspace.clone());
-        if let Err(e) = self.state.journal(entry) {
+        if let Err(e) = self.journal(entry).await {
             return Outcome::Released(with_kind(blank(&job.id, JobStatus::Fault, e)));
         }
         // Started once the agent works on it: fetching its source is part of the job (as
@@ -801,7 +823,7 @@ impl Runner {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
         entry.pid = child.id();
-        let _ = self.state.journal(entry);
+        let _ = self.journal(entry).await;
         let mut stdin = child.stdin.take();
         if let Some(pipe) = stdin.as_mut() {
             let mut env = prepared.env.clone();

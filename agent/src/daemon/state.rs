@@ -135,6 +135,20 @@ impl State {
         })
     }
 
+    /// Runs `write` on the state's files off the runtime's thread. The writes are fsynced,
+    /// which on a disk a build keeps busy can take seconds, and the daemon's one runtime
+    /// thread also beats every running job's lease and answers the health probes. A write
+    /// once started finishes, whether or not its caller still waits.
+    pub async fn off_thread<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&State) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || write(&state))
+            .await
+            .map_err(|e| format!("the state directory's file work failed: {e}"))?
+    }
+
     /// Keeps a final result here before it goes anywhere else, as pending until
     /// [`State::settle_result`], with what announcing it takes.
     pub fn store_result(&self, result: &JobResult, announce: &Announce) -> Result<(), String> {
@@ -231,6 +245,40 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon runs on one thread: a write stuck on a busy disk must not stop it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_write_leaves_the_runtime_running() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let ticks = std::sync::Arc::new(AtomicU32::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let written = state
+            .off_thread(|s| {
+                std::thread::sleep(std::time::Duration::from_millis(400));
+                s.journal(&JournalEntry {
+                    source: "spool:/x".into(),
+                    handle: "a.json".into(),
+                    receive_count: 1,
+                    received_at: "now".into(),
+                    job_id: None,
+                    pid: None,
+                    workspace: None,
+                })
+            })
+            .await;
+        ticker.abort();
+        assert_eq!(written, Ok(()));
+        assert_eq!(state.journal_entries().len(), 1);
+        assert!(ticks.load(Ordering::Relaxed) >= 5, "the runtime stood still");
+    }
 
     #[test]
     fn journal_round_trip() {

@@ -237,31 +237,21 @@ impl Webhooks {
     /// Posts `event` to `url` in the background. Never blocks and never fails: a URL that may
     /// not be used, or a receiver that does not take it, is logged.
     pub fn notify(&self, url: &str, event: Event<'_>) {
-        self.notify_then(url, event, || {});
+        self.notify_then(url, event, async {});
     }
 
-    /// As [`Webhooks::notify`], and calls `done` once the notification is over: delivered,
+    /// As [`Webhooks::notify`], and runs `done` once the notification is over: delivered,
     /// refused for good, given up after its retries, or never sendable (a URL that may not be
-    /// used). A notification cut off by the process's end never calls it, so a caller can
-    /// keep what it must announce again until then.
-    pub fn notify_then(&self, url: &str, event: Event<'_>, done: impl FnOnce() + Send + 'static) {
+    /// used). [`Webhooks::flush`] waits for `done` too. A notification cut off by the
+    /// process's end never runs it, so a caller can keep what it must announce again until
+    /// then.
+    pub fn notify_then(
+        &self,
+        url: &str,
+        event: Event<'_>,
+        done: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let job = event.job_id();
-        let url = match check_url(url) {
-            Ok(url) => url,
-            Err(e) => {
-                tracing::error!(job, event = event.name(), error = %e, "not sending the webhook");
-                done();
-                return;
-            }
-        };
-        let body = match payload(&self.agent, &event) {
-            Ok(body) => Bytes::from(body),
-            Err(e) => {
-                tracing::error!(job, event = event.name(), error = %e, "cannot write the webhook's payload");
-                done();
-                return;
-            }
-        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!(
                 job,
@@ -269,6 +259,20 @@ impl Webhooks {
                 "no async runtime to send the webhook from"
             );
             return;
+        };
+        let url = match check_url(url) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::error!(job, event = event.name(), error = %e, "not sending the webhook");
+                return self.run_done(&runtime, done);
+            }
+        };
+        let body = match payload(&self.agent, &event) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => {
+                tracing::error!(job, event = event.name(), error = %e, "cannot write the webhook's payload");
+                return self.run_done(&runtime, done);
+            }
         };
         let notification = Notification {
             url,
@@ -289,7 +293,20 @@ impl Webhooks {
         runtime.spawn(async move {
             let _guard = guard;
             deliver(&client, &backoff, &notification).await;
-            done();
+            done.await;
+        });
+    }
+
+    /// Runs what follows a notification that was never sent, counted as in flight.
+    fn run_done(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        done: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let guard = InFlight::enter(&self.in_flight);
+        runtime.spawn(async move {
+            let _guard = guard;
+            done.await;
         });
     }
 
