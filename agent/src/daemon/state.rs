@@ -277,7 +277,10 @@ mod tests {
         ticker.abort();
         assert_eq!(written, Ok(()));
         assert_eq!(state.journal_entries().len(), 1);
-        assert!(ticks.load(Ordering::Relaxed) >= 5, "the runtime stood still");
+        assert!(
+            ticks.load(Ordering::Relaxed) >= 5,
+            "the runtime stood still"
+        );
     }
 
     #[test]
