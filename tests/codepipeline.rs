@@ -604,7 +604,11 @@ async fn a_queryable_property_routes_jobs_to_the_fleet_that_asks_for_them() {
         CodePipelineSource::new(&config, options).unwrap()
     };
     let linux = fleet_source("linux");
-    assert_eq!(linux.name(), "codepipeline:Build/AgentBuild/1?Fleet=linux");
+    assert_eq!(
+        linux.name(),
+        "codepipeline:Build/AgentBuild/1",
+        "journals find it"
+    );
     let delivery = next_delivery(&linux).await;
     assert_eq!(fake.status(&for_linux), "InProgress");
     assert_eq!(fake.status(&for_arm), "Queued", "another fleet's job");

@@ -191,17 +191,15 @@ impl CodePipelineSource {
             .version(&options.version)
             .build()
             .map_err(|e| SourceError::Fatal(format!("CodePipeline action type: {e}")))?;
-        let mut name = format!(
+        // The query is left out: journals name the source a job came from, and a job
+        // journaled before `query_param` changed must still find its source at the next
+        // start. Any source of the action type can report any of its jobs.
+        let name = format!(
             "codepipeline:{}/{}/{}",
             action_type.category().as_str(),
             options.provider,
             options.version
         );
-        // Sources of one action type that query different values are different sources
-        // (journals name the source a job came from).
-        for (property, value) in &options.query_param {
-            name.push_str(&format!("?{property}={value}"));
-        }
         Ok(CodePipelineSource {
             inner: Arc::new(Inner {
                 client: Client::new(config),
