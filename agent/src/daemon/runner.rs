@@ -272,6 +272,11 @@ impl Runner {
     }
 
     async fn finish_one_pending(&self, job: &str, mut stopping: watch::Receiver<Cancel>) {
+        // A drain leaves the rest for the next start: an announcement begun now would be
+        // cut off by the exit.
+        if *stopping.borrow() != Cancel::No {
+            return;
+        }
         let Some(_active) = self.activate(job) else {
             return;
         };
