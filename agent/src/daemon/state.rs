@@ -135,10 +135,11 @@ impl State {
         })
     }
 
-    /// Runs `write` on the state's files off the runtime's thread. The writes are fsynced,
-    /// which on a disk a build keeps busy can take seconds, and the daemon's one runtime
-    /// thread also beats every running job's lease and answers the health probes. A write
-    /// once started finishes, whether or not its caller still waits.
+    /// Runs `write` on the state's files off the runtime's workers. The writes are fsynced,
+    /// which on a disk a build keeps busy can take seconds, and the daemon's runtime has
+    /// two workers, which also beat every running job's lease and answer the health
+    /// probes: two jobs ending at once on such a disk would stall them all. A write once
+    /// started finishes, whether or not its caller still waits.
     pub async fn off_thread<T: Send + 'static>(
         &self,
         write: impl FnOnce(&State) -> Result<T, String> + Send + 'static,
@@ -246,7 +247,7 @@ impl State {
 mod tests {
     use super::*;
 
-    /// The daemon runs on one thread: a write stuck on a busy disk must not stop it.
+    /// A write stuck on a busy disk does not hold the runtime's worker (here the only one).
     #[tokio::test(flavor = "current_thread")]
     async fn a_slow_write_leaves_the_runtime_running() {
         use std::sync::atomic::{AtomicU32, Ordering};
