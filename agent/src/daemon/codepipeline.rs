@@ -510,13 +510,10 @@ impl Inner {
             // One at a time: a job polled is claimed only after its acknowledgement, and a
             // second one would wait for a slot while its claim ran out.
             .max_batch_size(1)
-            .set_query_param((!self.options.query_param.is_empty()).then(|| {
-                self.options
-                    .query_param
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }))
+            .set_query_param(
+                (!self.options.query_param.is_empty())
+                    .then(|| self.options.query_param.clone().into_iter().collect()),
+            )
             .send()
             .await
             .map_err(|e| describe("PollForJobs", &self.name, e).into_error())?;

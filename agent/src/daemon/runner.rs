@@ -310,41 +310,30 @@ impl Runner {
     /// pending, for the next start to announce again under the same delivery id. Without a
     /// webhook the result is settled before this returns.
     async fn announce_end(&self, announce: &Announce, result: &JobResult) {
-        let job = result.job_id.clone();
-        let warn = |job: &str, e: String| {
-            tracing::warn!(job = %job, error = %e, "the result stays pending; the next start announces it again");
-        };
-        match self.webhook_url(announce) {
-            Some(url) => {
-                let state = self.state.clone();
-                self.webhooks.notify_then(
-                    &url,
-                    Event::Finished {
-                        result,
-                        started_at: announce.started_at.as_deref(),
-                    },
-                    async move {
-                        let settled = job.clone();
-                        if let Err(e) = state.off_thread(move |s| s.settle_result(&settled)).await {
-                            warn(&job, e);
-                        }
-                    },
-                );
-            }
-            None => {
+        let settle = {
+            let state = self.state.clone();
+            let job = result.job_id.clone();
+            async move {
                 let settled = job.clone();
-                if let Err(e) = self
-                    .state
-                    .off_thread(move |s| s.settle_result(&settled))
-                    .await
-                {
-                    warn(&job, e);
+                if let Err(e) = state.off_thread(move |s| s.settle_result(&settled)).await {
+                    tracing::warn!(job = %job, error = %e, "the result stays pending; the next start announces it again");
                 }
             }
+        };
+        match self.webhook_url(announce) {
+            Some(url) => self.webhooks.notify_then(
+                &url,
+                Event::Finished {
+                    result,
+                    started_at: announce.started_at.as_deref(),
+                },
+                settle,
+            ),
+            None => settle.await,
         }
     }
 
-    /// Writes the job's journal entry, off the runtime's thread.
+    /// Writes the job's journal entry, off the runtime's workers.
     async fn journal(&self, entry: &JournalEntry) -> Result<(), String> {
         let entry = entry.clone();
         self.state.off_thread(move |s| s.journal(&entry)).await

@@ -1079,11 +1079,7 @@ impl Check<'_> {
                 continue;
             }
             let text = value.get_ref();
-            let value_ok = (1..=50).contains(&text.len())
-                && text
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !value_ok {
+            if !is_codepipeline_name(text, 50) {
                 self.err(
                     value.span(),
                     &entry,
@@ -1099,10 +1095,7 @@ impl Check<'_> {
 
     fn action_name(&mut self, field: &str, value: &S<String>, max: usize) -> bool {
         let text = value.get_ref();
-        let ok = (1..=max).contains(&text.len())
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let ok = is_codepipeline_name(text, max);
         if !ok {
             self.err(
                 value.span(),
@@ -1216,20 +1209,20 @@ fn identity(source: &Source) -> String {
         Source::Spool(s) => format!("spool {}", s.path.display()),
         Source::Sqs(s) => format!("sqs {}", s.queue_url),
         Source::Codepipeline(s) => {
-            let query: Vec<String> = s
-                .query_param
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
             format!(
-                "codepipeline {:?}/{}/{} {}",
-                s.category,
-                s.provider,
-                s.version,
-                query.join(",")
+                "codepipeline {:?}/{}/{} {:?}",
+                s.category, s.provider, s.version, s.query_param
             )
         }
     }
+}
+
+/// CodePipeline's names and queryable values: 1 to `max` of `[0-9A-Za-z_-]`.
+fn is_codepipeline_name(text: &str, max: usize) -> bool {
+    (1..=max).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn is_environment_name(name: &str) -> bool {
