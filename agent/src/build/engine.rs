@@ -65,6 +65,9 @@ pub struct Build<'a, E: Executor> {
     failed: bool,
     /// Why the build's environment can run nothing more, once it is gone.
     lost: Option<String>,
+    /// Why nothing the build shell reports is believed any more: the build tampered with
+    /// the agent's command channel. Nothing more runs, and the build fails.
+    tampered: Option<String>,
     records: Vec<PhaseRecord>,
     current: Option<(&'static str, Instant)>,
     stop: watch::Receiver<Stop>,
@@ -94,6 +97,7 @@ impl<'a, E: Executor> Build<'a, E> {
             succeeding: true,
             failed: false,
             lost: None,
+            tampered: None,
             records: Vec::new(),
             current: None,
             stop,
@@ -116,6 +120,12 @@ impl<'a, E: Executor> Build<'a, E> {
             flow = self.command_phases() => flow,
             () = sleep_until(deadline) => Flow::TimedOut,
             () = wait_for(&mut stop, Stop::Now) => Flow::Stopped,
+        };
+        // Nothing leaves the build (exported variables, artifacts, cache) before the shell
+        // has shown that every command the agent counted as run reached it.
+        let flow = match flow {
+            Flow::Upload | Flow::Finalize if !self.channel_intact().await => Flow::Finalize,
+            flow => flow,
         };
         let exported = match flow {
             Flow::TimedOut => {
@@ -183,6 +193,10 @@ impl<'a, E: Executor> Build<'a, E> {
                 return Flow::Stopped;
             }
             let outcome = self.run_phase(name, phase).await;
+            if self.tampered.is_some() {
+                self.failed = true;
+                return Flow::Finalize;
+            }
             if self.lost.is_some() {
                 self.failed = true;
                 return Flow::Fault;
@@ -234,7 +248,12 @@ impl<'a, E: Executor> Build<'a, E> {
             let matches = regex
                 .as_ref()
                 .is_none_or(|re| re.is_match(message) || re.is_match(&output));
-            if attempt >= *count || !matches || self.stopping() || self.lost.is_some() {
+            if attempt >= *count
+                || !matches
+                || self.stopping()
+                || self.lost.is_some()
+                || self.tampered.is_some()
+            {
                 break outcome;
             }
             attempt += 1;
@@ -275,7 +294,7 @@ impl<'a, E: Executor> Build<'a, E> {
             }
         }
         for command in &phase.finally {
-            if self.stop_now() || self.lost.is_some() {
+            if self.stop_now() || self.lost.is_some() || self.tampered.is_some() {
                 break;
             }
             if let Err(message) = self.command(&command.text, &user).await {
@@ -303,6 +322,9 @@ impl<'a, E: Executor> Build<'a, E> {
                 return Err(message);
             }
         };
+        if let Some(why) = finished.tampered {
+            return Err(self.on_tampering(why).await);
+        }
         match &finished.cwd {
             Some(cwd) => self.cwd.clone_from(cwd),
             None => self.shell = None,
@@ -342,6 +364,9 @@ impl<'a, E: Executor> Build<'a, E> {
 
     /// The shell for `user`, started when there is none or it belongs to another user.
     async fn shell_for(&mut self, user: &Option<String>) -> Result<&mut Shell, String> {
+        if let Some(why) = &self.tampered {
+            return Err(why.clone());
+        }
         let reusable = matches!(&self.shell, Some((u, s)) if u == user && s.is_alive());
         if !reusable {
             self.close_shell().await;
@@ -363,9 +388,45 @@ impl<'a, E: Executor> Build<'a, E> {
     }
 
     async fn close_shell(&mut self) {
-        if let Some((_, shell)) = self.shell.take() {
-            shell.close(&self.log).await;
+        if let Some((_, shell)) = self.shell.take()
+            && let Err(why) = shell.close(&self.log).await
+            && self.tampered.is_none()
+        {
+            self.on_tampering(why).await;
         }
+    }
+
+    /// Checks the running shell's count of commands received against the agent's: false
+    /// when the build tampered with the channel.
+    async fn channel_intact(&mut self) -> bool {
+        if self.tampered.is_some() {
+            return false;
+        }
+        let log = self.log.clone();
+        let why = match &mut self.shell {
+            Some((_, shell)) if shell.is_alive() => {
+                shell.control(":", &log).await;
+                shell.tampered().map(str::to_string)
+            }
+            _ => None,
+        };
+        match why {
+            Some(why) => {
+                self.on_tampering(why).await;
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// The build tampered with the agent's channel: it fails, and every process it started
+    /// is stopped, so nothing it left running acts on a later phase.
+    async fn on_tampering(&mut self, why: String) -> String {
+        self.failed = true;
+        self.shell = None;
+        self.tampered = Some(why.clone());
+        self.executor.signal_all(Signal::Term).await;
+        why
     }
 
     fn shell_env(&self) -> Vec<(String, String)> {
@@ -676,7 +737,8 @@ impl<'a, E: Executor> Build<'a, E> {
     async fn finalize(&mut self, completed: bool) {
         self.begin("FINALIZING");
         self.log.agent("Entering phase FINALIZING");
-        if completed {
+        // A build that tampered with the agent's channel leaves nothing for later builds.
+        if completed && self.tampered.is_none() {
             self.save_cache().await;
         }
         self.close_shell().await;
