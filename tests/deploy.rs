@@ -1172,6 +1172,7 @@ fn application_stop_failures_fail_the_deployment_unless_ignored() {
 
 #[test]
 fn permissions_set_owner_group_mode_and_acls_on_what_was_installed() {
+    common::require_tool("setfacl", "acl");
     if !nix_is_root() {
         eprintln!("owners need root; this test runs as root in CI");
         return;

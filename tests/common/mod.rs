@@ -283,6 +283,7 @@ pub fn ctrl_c(child: &std::process::Child) {
 pub fn moto() -> &'static str {
     static MOTO: OnceLock<(String, std::sync::Mutex<std::process::Child>)> = OnceLock::new();
     let (url, _) = MOTO.get_or_init(|| {
+        require_moto();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -308,6 +309,51 @@ pub fn moto() -> &'static str {
         (url, std::sync::Mutex::new(child))
     });
     url
+}
+
+/// The moto version tests/requirements.txt pins.
+pub fn moto_pin() -> &'static str {
+    include_str!("../requirements.txt")
+        .lines()
+        .find_map(|line| line.strip_prefix("moto[server]=="))
+        .expect("tests/requirements.txt pins moto")
+        .trim()
+}
+
+/// Stops the test with what to do when the moto on the PATH is missing or not the pinned
+/// version: another answers some calls differently, and the test would fail for that.
+fn require_moto() {
+    let pin = moto_pin();
+    let found = Command::new("python3")
+        .args(["-c", "import moto; print(moto.__version__)"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let fix = format!(
+        "run the tests with tests/run.sh, which sets up moto {pin} in a virtual environment, or `pip install 'moto[server]=={pin}'`"
+    );
+    match found {
+        Some(version) if version == pin => {}
+        Some(version) => panic!("moto {version} is on the PATH; the tests need {pin}: {fix}"),
+        None => panic!("moto is not installed (python3 cannot import it): {fix}"),
+    }
+}
+
+/// Stops the test with the package to install when `tool` is missing.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args([
+            "-c",
+            &format!("command -v {tool} || test -x /usr/sbin/{tool}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "this test needs `{tool}`, from the Debian package `{package}`: run the tests with tests/run.sh, which installs it, or `apt-get install {package}`"
+    );
 }
 
 /// The environment that points the agent (and boto3) at the local moto server.
