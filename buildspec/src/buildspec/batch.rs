@@ -30,6 +30,26 @@ pub enum BatchKind {
     BuildFanout(BuildFanout),
 }
 
+impl Batch {
+    /// The identifiers of the members that run the buildspec holding the batch, for want
+    /// of a `buildspec` of their own; `None` for a fan-out, whose members all do.
+    pub fn members_without_own_buildspec(&self) -> Option<Vec<&str>> {
+        match &self.kind {
+            BatchKind::BuildList(tasks) | BatchKind::BuildGraph(tasks) => Some(
+                tasks
+                    .iter()
+                    .filter(|t| t.buildspec.is_none())
+                    .map(|t| t.identifier.value.as_str())
+                    .collect(),
+            ),
+            BatchKind::BuildMatrix(matrix) if !matrix.dynamic.buildspec.is_empty() => {
+                Some(Vec::new())
+            }
+            BatchKind::BuildMatrix(_) | BatchKind::BuildFanout(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchTask {
     pub identifier: Spanned<String>,

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::batch::decode_batch;
+use super::batch::{Batch, decode_batch};
 use super::commands::decode_commands;
 use super::{
     Artifacts, Buildspec, Cache, CacheAction, Env, OnFailure, Phase, PhaseName, Phases, Proxy,
@@ -94,14 +94,26 @@ pub(crate) fn decode(d: &mut Decoder<'_>, root: &Node) -> Option<Buildspec> {
     let fields = d.fields(root, "", &known)?;
 
     let version = decode_version(d, &fields, root)?;
-    let phases = decode_phases(d, &fields, root, &stray_phases);
+    let batch = fields.get("batch").and_then(|n| decode_batch(d, n));
+    // A batch whose every member names a buildspec of its own needs no phases here, as
+    // AWS's own CI repositories write it: this buildspec only lists the builds.
+    let batch_only = fields.get("phases").is_none()
+        && stray_phases.is_empty()
+        && batch
+            .as_ref()
+            .and_then(|b| b.members_without_own_buildspec())
+            .is_some_and(|without| without.is_empty());
+    let phases = if batch_only {
+        Some(Phases::default())
+    } else {
+        decode_phases(d, &fields, root, &stray_phases, batch.as_ref())
+    };
     let env = decode_env_section(d, &fields, version);
     let run_as = d.opt_string(&fields, "run-as", "");
     let proxy = fields
         .get("proxy")
         .map(|n| decode_proxy(d, n))
         .unwrap_or_default();
-    let batch = fields.get("batch").and_then(|n| decode_batch(d, n));
     let reports = fields
         .get("reports")
         .map(|n| decode_reports(d, n))
@@ -206,6 +218,7 @@ fn decode_phases(
     fields: &Fields<'_>,
     root: &Node,
     stray: &[(&str, Span)],
+    batch: Option<&Batch>,
 ) -> Option<Phases> {
     let stray_names = || {
         let names: Vec<String> = stray.iter().map(|(n, _)| format!("`{n}`")).collect();
@@ -222,11 +235,37 @@ fn decode_phases(
                 ),
                 "put the phases under a `phases:` key, indented by two spaces".to_string(),
             ),
-            None => (
-                fields.key_span("version").unwrap_or(root.span),
-                "the buildspec has no `phases`: it would run nothing".to_string(),
-                "add `phases:` with at least one phase, e.g. `build:` with `commands:`".to_string(),
-            ),
+            None => match batch.map(Batch::members_without_own_buildspec) {
+                Some(Some(members)) => {
+                    let names: Vec<String> = members.iter().map(|m| format!("`{m}`")).collect();
+                    let (who, they) = if names.len() == 1 {
+                        ("batch member", "it")
+                    } else {
+                        ("batch members", "they")
+                    };
+                    (
+                        fields.key_span("batch").unwrap_or(root.span),
+                        format!(
+                            "the buildspec has no `phases`, and {who} {} would run it: {they} would run nothing",
+                            names.join(", ")
+                        ),
+                        format!(
+                            "give {} `buildspec: path/to/its-buildspec.yml`, or add `phases:` here",
+                            if names.len() == 1 { "it" } else { "each of them" }
+                        ),
+                    )
+                }
+                Some(None) => (
+                    fields.key_span("batch").unwrap_or(root.span),
+                    "the buildspec has no `phases`, and every member of this batch runs it: they would run nothing".to_string(),
+                    "add `phases:`, or use a build-list or build-graph whose tasks name their own `buildspec`".to_string(),
+                ),
+                None => (
+                    fields.key_span("version").unwrap_or(root.span),
+                    "the buildspec has no `phases`: it would run nothing".to_string(),
+                    "add `phases:` with at least one phase, e.g. `build:` with `commands:`".to_string(),
+                ),
+            },
         };
         d.diags.error(Code::MissingPhases, span, message, hint);
         return None;
