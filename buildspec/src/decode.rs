@@ -232,7 +232,7 @@ impl<'s> Decoder<'s> {
                     Code::WrongType,
                     node.span,
                     format!("`{path}` should be a list; this string is read as its only item"),
-                    format!("write it as a list item: `- {}`", quote_if_needed(text)),
+                    list_item_hint(text),
                 );
                 vec![Spanned::new(text.clone(), node.span)]
             }
@@ -285,6 +285,21 @@ pub(crate) fn join(path: &str, key: &str) -> String {
 }
 
 /// `text` as a YAML value that reads back the same, quoting it when it needs quotes.
+/// The hint for a lone string where a list belongs. A one-line text is offered as a list
+/// item; a text of several lines (a `|` block) is not rewritten in the hint, since no
+/// one-line form keeps every line break, `\` and quote as it was: it is shown how to
+/// make the block itself the list's item.
+pub(crate) fn list_item_hint(text: &str) -> String {
+    if text.trim_end().contains('\n') {
+        "make it a list of one item and keep the text as it is: write `- |` on the line after the key, and indent the text two more spaces under it".to_string()
+    } else {
+        format!(
+            "write it as a list item: `- {}`",
+            quote_if_needed(text.trim_end())
+        )
+    }
+}
+
 pub(crate) fn quote_if_needed(text: &str) -> String {
     let needs = text.is_empty()
         || text.contains(": ")

@@ -45,9 +45,35 @@ pub(crate) fn decode(d: &mut Decoder<'_>, root: &Node) -> Option<AppSpec> {
         );
         return None;
     }
+    let top_keys: Vec<(&str, Span)> = match &root.value {
+        Value::Map(entries) => entries
+            .iter()
+            .filter_map(|(k, _)| Some((k.scalar()?.trim(), k.span)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    // Lifecycle events at the top level: a `hooks:` whose entries lost their indentation.
+    let stray_hooks: Vec<(&str, Span)> = top_keys
+        .iter()
+        .filter(|(name, _)| LifecycleEvent::SCRIPTABLE.iter().any(|e| e.name() == *name))
+        .copied()
+        .collect();
     let mut known = TOP_KEYS.to_vec();
     known.push("Resources");
+    // ECS and Lambda appspecs spell it `Hooks`: no hint to change it to `hooks`.
+    if top_keys.iter().any(|(name, _)| *name == "Resources") {
+        known.push("Hooks");
+    }
+    known.extend(stray_hooks.iter().map(|(name, _)| *name));
     let fields = d.fields(root, "", &known)?;
+    for (name, span) in &stray_hooks {
+        d.diags.error(
+            Code::FlattenedDocument,
+            *span,
+            format!("`{name}` is at the top level, not under `hooks`: this hook would never run"),
+            format!("indent `{name}:` and its scripts two spaces under `hooks:`"),
+        );
+    }
     if let Some(span) = fields.key_span("Resources") {
         d.diags.error(
             Code::Unsupported,

@@ -1,7 +1,7 @@
 //! `commands` and `finally` lists.
 
 use super::Command;
-use crate::decode::{Decoder, is_block, quote_if_needed};
+use crate::decode::{Decoder, is_block, list_item_hint};
 use crate::diag::Code;
 use crate::yaml::{Node, Value};
 
@@ -14,7 +14,7 @@ pub(super) fn decode_commands(d: &mut Decoder<'_>, node: &Node, path: &str) -> V
                 Code::WrongType,
                 node.span,
                 format!("`{path}` should be a list; this string is read as its only command"),
-                format!("write it as a list item: `- {}`", quote_if_needed(text)),
+                list_item_hint(text),
             );
             vec![node]
         }
@@ -94,8 +94,13 @@ fn single_quoted(text: &str) -> String {
 }
 
 /// Whether a script of several lines can fail in a line other than its last without the
-/// failure being seen: true when it has two or more commands and no `set -e`.
+/// failure being seen, in a way the warning's advice fixes: true when it has two or more
+/// commands, no `set -e`, and nothing that splitting it line by line would break (a here-
+/// document, an `if`, a loop, a `case`, a function, a brace or parenthesis group).
 fn hides_failures(script: &str) -> bool {
+    if has_compound(script) {
+        return false;
+    }
     const CONTINUES: [&str; 9] = ["\\", "&&", "||", "|", "then", "do", "else", "{", "("];
     const CLOSERS: [&str; 7] = ["fi", "done", "esac", "}", ")", "else", ";;"];
     let mut commands = 0;
@@ -116,6 +121,22 @@ fn hides_failures(script: &str) -> bool {
     commands >= 2
 }
 
+/// Whether the script holds a construct of several lines: one `- command` per line would
+/// cut it apart.
+fn has_compound(script: &str) -> bool {
+    const OPENERS: [&str; 7] = ["if", "for", "while", "until", "case", "select", "function"];
+    script.lines().any(|line| {
+        let line = line.trim();
+        let first = line.split_whitespace().next().unwrap_or("");
+        OPENERS.contains(&first)
+            || line.contains("<<")
+            || line.ends_with('{')
+            || line.ends_with('(')
+            || line.contains("() {")
+            || line.ends_with("()")
+    })
+}
+
 fn is_errexit(line: &str) -> bool {
     let mut words = line.split_whitespace();
     if words.next() != Some("set") {
@@ -129,6 +150,7 @@ fn is_errexit(line: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::hides_failures;
 
     #[test]
@@ -146,5 +168,52 @@ mod tests {
         assert!(!hides_failures("if [ -f x ]; then\n  make\nfi\n"));
         assert!(!hides_failures("make &&\n  make test\n"));
         assert!(!hides_failures("only one line\n"));
+    }
+
+    #[test]
+    fn constructs_that_splitting_would_break_are_not_warned_about() {
+        assert!(!hides_failures(
+            "cat > f <<EOF\nline one\nline two\nEOF\nmake\n"
+        ));
+        assert!(!hides_failures("cat <<-'EOF' | sh\n\techo a\nEOF\n"));
+        assert!(!hides_failures(
+            "if [ -f x ]\nthen\n  make\n  make test\nfi\n"
+        ));
+        assert!(!hides_failures(
+            "for d in a b; do\n  make -C $d\ndone\nmake all\n"
+        ));
+        assert!(!hides_failures(
+            "while read l; do\n  echo $l\ndone < f\necho end\n"
+        ));
+        assert!(!hides_failures("case $X in\n  a) make;;\nesac\nmake\n"));
+        assert!(!hides_failures("build() {\n  make\n}\nbuild\n"));
+        assert!(!hides_failures("(\n  cd app\n  make\n)\nmake\n"));
+    }
+
+    /// The hint's rewrite of a one-line command, put back in a buildspec, is the same
+    /// command; a block is never rewritten.
+    #[test]
+    fn a_hint_never_changes_what_runs() {
+        use crate::{Source, parse_buildspec};
+        for text in [
+            r#"echo "a: b" \ and 'quoted' # not a comment"#,
+            r"printf '%s\n' C:\path\to",
+            "- starts with a dash",
+            "  padded  ",
+            "ends with colon:",
+        ] {
+            let hint = super::list_item_hint(text);
+            let item = hint
+                .strip_prefix("write it as a list item: `- ")
+                .and_then(|h| h.strip_suffix('`'))
+                .unwrap_or_else(|| panic!("{hint}"));
+            let yaml = format!("version: 0.2\nphases:\n  build:\n    commands:\n      - {item}\n");
+            let parsed = parse_buildspec(&Source::new("b.yml", &yaml));
+            let spec = parsed.value.unwrap_or_else(|| panic!("{yaml}"));
+            let build = spec.phases.build.unwrap();
+            assert_eq!(build.commands[0].text, text.trim_end(), "{yaml}");
+        }
+        let block = "docker build \\\n  -t app \\\n  .\n";
+        assert!(super::list_item_hint(block).contains("`- |`"));
     }
 }
