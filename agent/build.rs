@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
+    describe_build();
     let order = Path::new("link/daemon.order");
     println!("cargo::rerun-if-changed={}", order.display());
     println!("cargo::rerun-if-env-changed=AGENT_NO_SYMBOL_ORDERING");
@@ -86,4 +87,50 @@ fn rustc_minor() -> Option<u32> {
     let mut parts = version.split('.');
     (parts.next()? == "1").then_some(())?;
     parts.next()?.parse().ok()
+}
+
+/// `AGENT_COMMIT` and `AGENT_BUILD_DATE` for `agent --version`: the commit the binary was
+/// built from (`unknown` outside a git checkout) and the day, UTC, or `SOURCE_DATE_EPOCH`'s
+/// for a reproducible build.
+fn describe_build() {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string());
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        println!("cargo::rerun-if-changed={dir}/HEAD");
+        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo::rerun-if-changed={dir}/{reference}");
+        }
+    }
+    println!("cargo::rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+    println!("cargo::rustc-env=AGENT_COMMIT={commit}");
+    println!("cargo::rustc-env=AGENT_BUILD_DATE={}", civil_date(epoch));
+}
+
+/// `YYYY-MM-DD` of a Unix time, by the days-from-civil inverse (no date crate in a build
+/// script).
+fn civil_date(epoch: i64) -> String {
+    let days = epoch.div_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }

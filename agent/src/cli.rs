@@ -8,10 +8,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::exit;
 use crate::validate::{self, Format, KindArg};
 
+/// `0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-04)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("AGENT_COMMIT"),
+    ", built ",
+    env!("AGENT_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "agent",
-    version,
+    version = VERSION,
     about = "Runs CodeBuild buildspecs in containers and CodeDeploy appspecs on hosts",
     propagate_version = true
 )]
@@ -225,7 +235,7 @@ pub fn run() -> ExitCode {
             json,
         } => crate::daemon::status(address, &config, json),
         Command::Version => {
-            println!("agent {}", env!("CARGO_PKG_VERSION"));
+            println!("agent {VERSION}");
             exit::SUCCESS
         }
     };

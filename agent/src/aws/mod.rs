@@ -3,6 +3,7 @@
 //! Parameter Store and Secrets Manager. The SDK's endpoint overrides (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_<SERVICE>`) apply everywhere.
 
+pub mod ca;
 pub mod endpoint;
 pub mod params;
 pub mod roles;
@@ -38,6 +39,8 @@ pub struct Aws {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
+    #[error("{0}")]
+    NoCaCertificates(String),
     #[error(
         "no AWS credentials to start from: {0}; configure a profile, environment variables or an instance role"
     )]
@@ -65,6 +68,7 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
 /// Loads the base configuration and assumes the role chain, if any; the first credentials
 /// are fetched now, so a wrong role fails before anything runs, with a message naming it.
 pub async fn connect(options: &AwsOptions) -> Result<Aws, AwsError> {
+    ca::require(None).map_err(AwsError::NoCaCertificates)?;
     let mut notes = Vec::new();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts());
     if let Some(profile) = &options.profile {

@@ -18,6 +18,9 @@ impl AwsSetup {
         {
             return sdk.clone();
         }
+        if let Err(why) = crate::aws::ca::require(config.aws.endpoint_url.as_deref()) {
+            tracing::error!("{why}");
+        }
         let sdk = super::aws_config(config).await;
         *loaded = Some((config.aws.clone(), sdk.clone()));
         sdk

@@ -904,6 +904,7 @@ async fn open_sources(config: &Config) -> Result<Vec<Polled>, String> {
                 });
             }
             SourceConfig::Sqs(sqs) => {
+                crate::aws::ca::require(config.aws.endpoint_url.as_deref())?;
                 let aws = aws_config(config).await;
                 let opened = sqs::SqsSource::new(
                     &aws,
@@ -925,6 +926,7 @@ async fn open_sources(config: &Config) -> Result<Vec<Polled>, String> {
                 });
             }
             SourceConfig::Codepipeline(cp) => {
+                crate::aws::ca::require(config.aws.endpoint_url.as_deref())?;
                 let aws = aws_config(config).await;
                 let opened = codepipeline::CodePipelineSource::new(
                     &aws,
