@@ -469,3 +469,59 @@ fn a_git_source_behind_resets_and_server_errors_is_fetched() {
         proxy.injected()
     );
 }
+
+/// A message the queue handed out in a long poll whose answer was still on its way when
+/// SIGTERM came: the poll is let finish and the message handed back at once, not left in
+/// flight for its visibility timeout.
+#[test]
+fn a_message_received_while_stopping_is_handed_back() {
+    let _serial = serial();
+    let queue = format!("stopping-{}", &common::daemon::uuid_like()[..10]);
+    let queue_url = common::boto3(&format!(
+        "print(boto3.client('sqs', **kw).create_queue(QueueName='{queue}')['QueueUrl'])"
+    ));
+    // Each answer reaches the daemon 3 s after moto gave it.
+    let proxy = fault_proxy::start(common::moto(), Faults::Delay(3000));
+    let extra = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[[sources]]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time = \"1s\"\nvisibility_timeout = \"600s\"\n",
+        proxy.url
+    );
+    let body = serde_json::to_string(&build_job("stopping-1", &["echo never"])).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), body).unwrap();
+    common::boto3(&format!(
+        "boto3.client('sqs', **kw).send_message(QueueUrl='{queue_url}', MessageBody=open('{}').read())",
+        file.path().display()
+    ));
+    let mut daemon = Daemon::start(&extra);
+    // The receive is on its way back, with the message, when the daemon is told to stop.
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            proxy
+                .targets()
+                .iter()
+                .any(|t| t.ends_with("ReceiveMessage"))
+        },
+        || format!("no receive: {:?}\n{}", proxy.targets(), daemon.log()),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{}", daemon.log());
+    assert!(
+        proxy
+            .targets()
+            .iter()
+            .any(|t| t.ends_with("ChangeMessageVisibility")),
+        "not handed back: {:?}\n{}",
+        proxy.targets(),
+        daemon.log()
+    );
+    // Visible again at once: another agent can take it now, not in ten minutes.
+    let visible = common::boto3(&format!(
+        "a = boto3.client('sqs', **kw).get_queue_attributes(QueueUrl='{queue_url}', AttributeNames=['All'])['Attributes']\nprint(a['ApproximateNumberOfMessages'])"
+    ));
+    assert_eq!(visible.trim(), "1", "{}", daemon.log());
+    assert!(!daemon.log().contains("never"), "{}", daemon.log());
+}

@@ -28,18 +28,28 @@ pub enum Faults {
     Slow(u64),
     /// Every connection answered 500.
     All,
+    /// Every request served, its answer held back this many milliseconds after the
+    /// service gave it: what a slow network does to a long poll that already has a message.
+    Delay(u64),
 }
 
 /// A running proxy.
 pub struct Proxy {
     pub url: String,
     injected: Arc<AtomicUsize>,
+    targets: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
     /// How many faults the proxy has injected so far.
     pub fn injected(&self) -> usize {
         self.injected.load(Ordering::SeqCst)
+    }
+
+    /// The `X-Amz-Target` of each request carried so far, in order (empty for a request
+    /// without one).
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
     }
 }
 
@@ -56,15 +66,27 @@ pub fn start(target: &str, faults: Faults) -> Proxy {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
     let injected = Arc::new(AtomicUsize::new(0));
-    let counter = injected.clone();
+    let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (counter, seen_targets) = (injected.clone(), targets.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(client) = stream else { continue };
-            let (target, seen, counter) = (target.clone(), seen.clone(), counter.clone());
-            std::thread::spawn(move || carry(client, &target, faults, &seen, &counter));
+            let (target, seen, counter, seen_targets) = (
+                target.clone(),
+                seen.clone(),
+                counter.clone(),
+                seen_targets.clone(),
+            );
+            std::thread::spawn(move || {
+                carry(client, &target, faults, &seen, &counter, &seen_targets)
+            });
         }
     });
-    Proxy { url, injected }
+    Proxy {
+        url,
+        injected,
+        targets,
+    }
 }
 
 fn carry(
@@ -73,10 +95,12 @@ fn carry(
     faults: Faults,
     seen: &Mutex<HashMap<u64, u32>>,
     injected: &AtomicUsize,
+    targets: &Mutex<Vec<String>>,
 ) {
     let Some(request) = read_request(&mut client) else {
         return;
     };
+    targets.lock().unwrap().push(request.target.clone());
     let attempt = {
         let mut seen = seen.lock().unwrap();
         let count = seen.entry(request.key).or_insert(0);
@@ -111,7 +135,11 @@ fn carry(
                 Faults::Slow(rate) => Some(rate),
                 _ => None,
             };
-            pass_through(client, target, &request.read, rate);
+            let delay = match faults {
+                Faults::Delay(ms) => Some(std::time::Duration::from_millis(ms)),
+                _ => None,
+            };
+            pass_through(client, target, &request.read, rate, delay);
         }
     }
 }
@@ -119,6 +147,8 @@ fn carry(
 struct Request {
     /// What identifies the request across its retries.
     key: u64,
+    /// Its `X-Amz-Target`, empty when it has none.
+    target: String,
     /// Every byte read from the client so far.
     read: Vec<u8>,
 }
@@ -144,6 +174,7 @@ fn read_request(client: &mut TcpStream) -> Option<Request> {
     let mut hasher = DefaultHasher::new();
     lines.next().unwrap_or_default().hash(&mut hasher);
     let mut length = 0usize;
+    let mut target = String::new();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -151,6 +182,7 @@ fn read_request(client: &mut TcpStream) -> Option<Request> {
         let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
         if name == "x-amz-target" {
             value.hash(&mut hasher);
+            target = value.to_string();
         } else if name == "content-length" {
             length = value.parse().unwrap_or(0);
         }
@@ -166,6 +198,7 @@ fn read_request(client: &mut TcpStream) -> Option<Request> {
     }
     Some(Request {
         key: hasher.finish(),
+        target,
         read,
     })
 }
@@ -205,7 +238,13 @@ fn reset(client: TcpStream) {
     drop(client);
 }
 
-fn pass_through(client: TcpStream, target: &str, read: &[u8], rate: Option<u64>) {
+fn pass_through(
+    client: TcpStream,
+    target: &str,
+    read: &[u8],
+    rate: Option<u64>,
+    delay: Option<std::time::Duration>,
+) {
     let Ok(mut server) = TcpStream::connect(target) else {
         return;
     };
@@ -218,6 +257,17 @@ fn pass_through(client: TcpStream, target: &str, read: &[u8], rate: Option<u64>)
         let _ = copy(&mut c1, &mut s1, rate);
         let _ = s1.shutdown(Shutdown::Write);
     });
+    if let Some(delay) = delay {
+        // The service has answered (its first byte is here); the client hears it later.
+        let mut first = [0u8; 1];
+        if s2.read_exact(&mut first).is_err() {
+            return;
+        }
+        std::thread::sleep(delay);
+        if c2.write_all(&first).is_err() {
+            return;
+        }
+    }
     let _ = copy(&mut s2, &mut c2, rate);
     let _ = c2.shutdown(Shutdown::Write);
 }

@@ -415,9 +415,22 @@ impl Daemon {
                 return;
             }
             let started = Instant::now();
+            let mut poll = polled.source.next();
             let next = tokio::select! {
-                next = polled.source.next() => next,
-                _ = stop.changed() => return,
+                next = &mut poll => next,
+                _ = stop.changed() => {
+                    // An SQS long poll may already carry a message the queue handed out:
+                    // dropping it would leave that message invisible for the whole
+                    // visibility timeout. The poll is let finish (a long poll ends within
+                    // its wait time) and whatever it brought is handed back at once.
+                    if let Ok(Ok(Some(delivery))) = tokio::time::timeout(POLL_FINISH, poll).await {
+                        tracing::info!(source = %name, delivery = %delivery.name(), "handing back a job received while stopping");
+                        if let Err(e) = polled.source.release(&delivery).await {
+                            tracing::warn!(source = %name, error = %e, "could not hand back a job received while stopping");
+                        }
+                    }
+                    return;
+                }
             };
             let error = next.is_err();
             let got = matches!(next, Ok(Some(_)));
@@ -720,8 +733,12 @@ impl Pollers {
     }
 }
 
-/// How long pollers get to stop between polls.
-const POLLERS_STOP: Duration = Duration::from_secs(10);
+/// How long pollers get to stop: a poll in flight is let finish (see [`POLL_FINISH`]).
+const POLLERS_STOP: Duration = Duration::from_secs(30);
+
+/// How long a poll in flight when the daemon stops may take to finish: an SQS long poll's
+/// longest wait (20 s), and a margin.
+const POLL_FINISH: Duration = Duration::from_secs(25);
 
 /// Reloads the config when its file changes, as on SIGHUP. The directory is watched, not
 /// the file: editors and config management replace files by renaming new ones in.
