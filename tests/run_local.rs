@@ -62,17 +62,11 @@ fn state_carries_across_commands_and_phases(exec: Exec) {
 
 fn version_0_1_runs_each_command_in_a_fresh_shell(exec: Exec) {
     let p = Project::new(
-        "version: 0.1\nenvironment_variables:\n  plaintext:\n    FROM_SPEC: spec\nphases:\n  build:\n    commands:\n      - mkdir -p sub && cd sub && export X=1\n      - echo \"cwd=$(basename $PWD) x=[$X] spec=$FROM_SPEC\"\n",
+        "version: 0.1\nenvironment_variables:\n  plaintext:\n    FROM_SPEC: spec\nphases:\n  build:\n    commands:\n      - mkdir -p sub && cd sub && export X=1\n      - echo \"top=$(test $PWD = $CODEBUILD_SRC_DIR && echo yes) x=[$X] spec=$FROM_SPEC\"\n",
     );
     let run = run_local(&p, exec, &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let base = p.path().file_name().unwrap().to_string_lossy().to_string();
-    let expected = if exec == Exec::Host {
-        format!("cwd={base} x=[] spec=spec")
-    } else {
-        "cwd=src x=[] spec=spec".to_string()
-    };
-    assert!(run.printed(&expected), "{}", run.stdout);
+    assert!(run.printed("top=yes x=[] spec=spec"), "{}", run.stdout);
 }
 
 fn commands_read_nothing_from_stdin(exec: Exec) {
@@ -223,7 +217,7 @@ fn on_failure_retry_regex_only_retries_matching_failures(exec: Exec) {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-5-.*connection refused.*\n    commands:\n      - echo x >> attempts\n      - 'echo \"error: disk full\"; false'\n",
     );
-    let run = run_local(&p, exec, &[]);
+    let run = run_local(&p, exec, &["--bind"]);
     assert_eq!(run.code, 1);
     assert_eq!(
         std::fs::read_to_string(p.path().join("attempts")).unwrap(),
@@ -233,7 +227,7 @@ fn on_failure_retry_regex_only_retries_matching_failures(exec: Exec) {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-2-.*connection refused.*\n    commands:\n      - echo x >> attempts\n      - 'echo \"dial tcp: connection refused\"; false'\n",
     );
-    let run = run_local(&p, exec, &[]);
+    let run = run_local(&p, exec, &["--bind"]);
     assert_eq!(run.code, 1);
     assert_eq!(
         std::fs::read_to_string(p.path().join("attempts")).unwrap(),
@@ -310,8 +304,7 @@ fn secrets_are_masked_everywhere(exec: Exec) {
     );
     assert!(run.printed("plain ***"), "{}", run.stdout);
     let build_id = run.summary["build_id"].as_str().unwrap().to_string();
-    let log = std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
-        .unwrap();
+    let log = std::fs::read_to_string(p.log_file(&build_id)).unwrap();
     let summary = run.summary.to_string();
     for (name, text) in [
         ("stdout", &run.stdout),
@@ -736,7 +729,7 @@ fn artifacts_never_leave_the_source(exec: Exec) {
         run.phase_status("UPLOAD_ARTIFACTS").as_deref(),
         Some("FAILED")
     );
-    assert!(!p.path().join(".agent/artifacts/primary/leak.txt").exists());
+    assert!(!p.state_dir().join("artifacts/primary/leak.txt").exists());
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    commands:\n      - 'true'\nartifacts:\n  files:\n    - '**/*'\n  base-directory: /etc\n",
     );
@@ -772,8 +765,8 @@ fn reports_are_counted_and_copied(exec: Exec) {
     assert_eq!(reports[1]["format"], "CUCUMBERJSON");
     assert_eq!(reports[1]["passed"], 1);
     assert!(
-        p.path()
-            .join(".agent/artifacts/reports/unit/junit.xml")
+        p.state_dir()
+            .join("artifacts/reports/unit/junit.xml")
             .is_file()
     );
     assert!(
@@ -791,11 +784,12 @@ fn cache_is_restored_by_key_and_fallback(exec: Exec) {
         )
     };
     let p = Project::new(&spec("deps-one"));
-    let cache_dir = p.path().join("cache");
-    let args = ["--cache-dir", cache_dir.to_str().unwrap()];
+    let cache = tempfile::tempdir().unwrap();
+    let args = ["--cache-dir", cache.path().to_str().unwrap()];
     let run = run_local(&p, exec, &args);
     assert!(run.printed("fresh"), "{}", run.stdout);
-    std::fs::remove_dir_all(p.path().join("deps")).unwrap();
+    // Each build starts from a fresh copy of the source: only the cache brings deps back.
+    assert!(!p.path().join("deps").exists());
     let run = run_local(&p, exec, &args);
     assert!(run.printed("restored deps-one"), "{}", run.stdout);
     assert!(
@@ -804,7 +798,6 @@ fn cache_is_restored_by_key_and_fallback(exec: Exec) {
         run.stdout
     );
     // Another key restores the newest entry that matches a fallback prefix.
-    std::fs::remove_dir_all(p.path().join("deps")).unwrap();
     p.write("buildspec.yml", &spec("deps-two"));
     let run = run_local(&p, exec, &args);
     assert!(run.printed("restored deps-one"), "{}", run.stdout);
@@ -941,8 +934,8 @@ fn batch_graph_runs_members_in_order_with_their_own_environment() {
         run.stdout
     );
     assert!(
-        p.path()
-            .join(".agent/artifacts/first/primary/marker")
+        p.state_dir()
+            .join("artifacts/first/primary/marker")
             .is_file()
     );
     assert!(
@@ -1083,7 +1076,7 @@ fn plain_retry_and_retry_regex_forms(exec: Exec) {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    on-failure: RETRY\n    commands:\n      - echo x >> attempts\n      - false\n",
     );
-    let run = run_local(&p, exec, &[]);
+    let run = run_local(&p, exec, &["--bind"]);
     assert_eq!(run.code, 1);
     // RETRY means three more attempts.
     assert_eq!(
@@ -1093,7 +1086,7 @@ fn plain_retry_and_retry_regex_forms(exec: Exec) {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-.*flaky.*\n    commands:\n      - echo x >> attempts\n      - test $(wc -l < attempts) -ge 2 || (echo flaky network; false)\n",
     );
-    let run = run_local(&p, exec, &[]);
+    let run = run_local(&p, exec, &["--bind"]);
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(
         std::fs::read_to_string(p.path().join("attempts")).unwrap(),

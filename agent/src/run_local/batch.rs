@@ -164,9 +164,10 @@ async fn member_build(
         member_args.privileged = privileged;
     }
     let log_path = log_dir.join(format!("{}.log", member.identifier));
-    let (log, upload) = open_log(args, &request, Some(&member.identifier), &log_path);
+    let (log, upload, tracker) = open_log(args, &request, Some(&member.identifier), &log_path);
     maskers.register(&log);
-    let summary = match build_once(&member_args, &request, log.clone(), stop).await {
+    let summary = match build_once(&member_args, &request, log.clone(), stop, &tracker, None).await
+    {
         Ok(summary) => summary,
         Err(error) => {
             log.agent(&format!("Cannot run this build: {error}"));
