@@ -283,6 +283,16 @@ pub fn start_run_local(
     exec: Exec,
     marker: &str,
 ) -> (std::process::Child, PathBuf) {
+    start_run_local_with(project, exec, marker, &[])
+}
+
+/// [`start_run_local`] with more flags.
+pub fn start_run_local_with(
+    project: &Project,
+    exec: Exec,
+    marker: &str,
+    extra: &[&str],
+) -> (std::process::Child, PathBuf) {
     let summary = project.path().join(".summary.json");
     let mut command = agent();
     command
@@ -294,6 +304,7 @@ pub fn start_run_local(
         Exec::Host => command.args(["--executor", "host"]),
         Exec::Docker => command.args(["--image", busybox_image()]),
     };
+    command.args(extra);
     let child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

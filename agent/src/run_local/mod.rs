@@ -177,7 +177,8 @@ async fn run_provisioned(
     let stdin_eof = args
         .control_stdin
         .then(|| tokio::spawn(watch_stdin_eof(stop_tx.clone())));
-    let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx));
+    let announcer = Announcer::default();
+    let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx, announcer.clone()));
     let logs = args
         .log_dir
         .clone()
@@ -203,6 +204,7 @@ async fn run_provisioned(
             let log_path = logs.join(format!("{}.log", request.build_id));
             let (log, upload, tracker) = open_log(&args, &request, None, &log_path);
             maskers.register(&log);
+            announcer.add(&log);
             for note in &workspace.notes {
                 log.agent(note);
             }
@@ -405,6 +407,25 @@ async fn build_once(
     }
 }
 
+/// Ends the build's running commands once a stop's grace period is over, leaving the
+/// environment up for `finally`.
+trait KillCommands {
+    fn kill_commands(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl KillCommands for HostExecutor {
+    async fn kill_commands(&self) {
+        // The build's process group: `finally` starts a new shell in it.
+        self.signal_all(Signal::Kill).await;
+    }
+}
+
+impl KillCommands for DockerExecutor {
+    async fn kill_commands(&self) {
+        DockerExecutor::kill_commands(self).await;
+    }
+}
+
 /// How a build is stopped after Ctrl-C.
 #[derive(Clone)]
 struct Stopping {
@@ -413,7 +434,7 @@ struct Stopping {
     tracker: output::Tracker,
 }
 
-async fn run_on<E: Executor + 'static>(
+async fn run_on<E: Executor + KillCommands + 'static>(
     executor: Arc<E>,
     request: &BuildRequest,
     log: Log,
@@ -483,7 +504,7 @@ async fn give_back<E: Executor>(executor: &E, uid: u32, gid: u32, root: Option<S
 /// Carries a stop to the build's processes: SIGTERM for a graceful stop, SIGKILL when the
 /// command still runs after the grace period (then `finally` runs), SIGKILL to everything
 /// on a second Ctrl-C. Each step is said in the log.
-async fn forward_stop<E: Executor>(
+async fn forward_stop<E: Executor + KillCommands>(
     executor: Arc<E>,
     mut stop: watch::Receiver<Stop>,
     stopping: Stopping,
@@ -509,13 +530,12 @@ async fn forward_stop<E: Executor>(
             log.agent(&format!(
                 "The command is still running {grace} after SIGTERM: SIGKILL sent"
             ));
-            executor.signal_all(Signal::Kill).await;
+            executor.kill_commands().await;
         }
         if stop.wait_for(|s| *s >= Stop::Now).await.is_err() {
             return;
         }
     }
-    log.agent("Stopping now: `finally` is skipped and every process of the build is killed");
     executor.signal_all(Signal::Kill).await;
 }
 
@@ -531,10 +551,37 @@ fn humantime_short(duration: std::time::Duration) -> String {
     }
 }
 
+/// Says something in the log of every build running now, or on standard error when no
+/// build has a log of its own here (a batch's members).
+#[derive(Clone, Default)]
+struct Announcer(Arc<std::sync::Mutex<Vec<Log>>>);
+
+impl Announcer {
+    fn add(&self, log: &Log) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(log.clone());
+    }
+
+    fn say(&self, text: &str) {
+        let logs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if logs.is_empty() {
+            eprintln!("{text}");
+        }
+        for log in logs.iter() {
+            log.agent(text);
+        }
+    }
+}
+
 /// First Ctrl-C: the running commands get SIGTERM (SIGKILL after `--stop-timeout`) and
-/// `finally` blocks run; second: `finally` is skipped and everything is killed now. Each
-/// build's log says so (see `forward_stop`).
-async fn watch_ctrl_c(stop: watch::Sender<Stop>) {
+/// `finally` blocks run (each build's log says so, see `forward_stop`); second: `finally`
+/// is skipped and everything is killed now.
+async fn watch_ctrl_c(stop: watch::Sender<Stop>, announcer: Announcer) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
@@ -542,6 +589,7 @@ async fn watch_ctrl_c(stop: watch::Sender<Stop>) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
+    announcer.say("Ctrl-C again: `finally` is skipped; every process of the build is killed now");
     stop.send_replace(Stop::Now);
 }
 
