@@ -496,8 +496,18 @@ fn sources_come_from_s3_zips_and_prefixes() {
         "{out}"
     );
     assert!(
-        cwd.path().join(".agent/logs").is_dir(),
-        "logs stay where the agent runs"
+        !cwd.path().join(".agent").exists(),
+        "nothing is written where the agent runs"
+    );
+    let state = std::fs::read_dir(common::state_home().join("agent"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("app.zip-"))
+        .expect("a state directory named after the S3 object");
+    assert!(
+        state.path().join("logs").is_dir(),
+        "{}",
+        state.path().display()
     );
     let (code, out, err) = go(format!("s3://{bucket}/tree"));
     assert_eq!(code, Some(0), "{out}{err}");

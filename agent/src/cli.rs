@@ -41,6 +41,12 @@ enum Command {
     },
     /// Run a buildspec locally, in a container (or on the host), as CodeBuild would.
     ///
+    /// The source directory is `-s DIR`; without it, the current directory, or the
+    /// buildspec's own directory when the buildspec lies outside the current directory. The
+    /// build runs in a copy of the source (`--bind` builds in it), and logs, artifacts and
+    /// cache go to $XDG_STATE_HOME/agent/<dir>-<hash>/ (~/.local/state/agent/…), never into
+    /// the source.
+    ///
     /// Exits 0 when the build succeeded, 1 when it failed, timed out or was stopped, 2 on
     /// bad input (nothing ran), 3 when the agent could not run it (no Docker, no image) or
     /// lost its container mid-build (FAULT).

@@ -213,6 +213,15 @@ impl Run {
             .collect()
     }
 
+    /// The build's log file, as the end of the build names it (`Log: …`).
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.stderr
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("Log: "))
+            .map(PathBuf::from)
+    }
+
     pub fn printed(&self, line: &str) -> bool {
         self.output_lines().contains(&line)
     }

@@ -135,16 +135,20 @@ pub fn resolve_env(
                 }
                 resolved.vars.push((name.to_string(), value.to_string()));
             }
-            None if is_name(entry) => match lookup(entry) {
+            None if is_name(entry) && !Path::new(entry).is_file() => match lookup(entry) {
                 Some(value) => resolved.vars.push((entry.clone(), value)),
                 None => resolved.notes.push(format!(
-                    "Note: -e {entry}: {entry} is not set in this environment; skipped{}",
-                    file_hint(entry)
+                    "Note: -e {entry}: {entry} is not set in this environment; skipped"
                 )),
             },
             None => {
+                let what = if Path::new(entry).is_file() {
+                    format!("`{entry}` is a file")
+                } else {
+                    format!("`{entry}` is not a variable name")
+                };
                 return Err(format!(
-                    "error: -e {entry}: expected NAME=VALUE, or the NAME of a variable to pass on\nhint: to read variables from a file, use --env-file {entry}"
+                    "error: -e {entry}: expected NAME=VALUE, or the NAME of a variable to pass on; {what}\nhint: to read variables from a file, use --env-file {entry}"
                 ));
             }
         }
@@ -166,12 +170,18 @@ pub fn resolve_secrets(
             Some((name, value)) => (name, Some(value.to_string())),
             None => (entry.as_str(), None),
         };
-        if !is_name(name) {
+        let a_file = value.is_none() && !given.contains_key(name) && Path::new(name).is_file();
+        if !is_name(name) || a_file {
             return Err(if value.is_some() {
                 "error: --secret: the text before `=` is not a variable name (letters, digits and _, not starting with a digit)".to_string()
             } else {
+                let what = if Path::new(name).is_file() {
+                    "is a file"
+                } else {
+                    "is not a variable name"
+                };
                 format!(
-                    "error: --secret {name}: expected NAME (taken from this environment) or NAME=VALUE\nhint: to read secrets from a file, use --secret-file {name}"
+                    "error: --secret {name}: expected NAME (taken from this environment) or NAME=VALUE; `{name}` {what}\nhint: to read secrets from a file, use --secret-file {name}"
                 )
             });
         }
@@ -181,20 +191,11 @@ pub fn resolve_secrets(
         {
             Some(value) => resolved.vars.push((name.to_string(), value)),
             None => resolved.notes.push(format!(
-                "Note: --secret {name}: {name} is not set in this environment; skipped{}",
-                file_hint(name)
+                "Note: --secret {name}: {name} is not set in this environment; skipped"
             )),
         }
     }
     Ok(resolved)
-}
-
-fn file_hint(name: &str) -> String {
-    if Path::new(name).is_file() {
-        format!(" (a file `{name}` exists: to read it, use --env-file or --secret-file)")
-    } else {
-        String::new()
-    }
 }
 
 /// This process's variable, when it is set and is text.

@@ -78,7 +78,12 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
                     return exit::FAILED;
                 }
             };
-            let here = std::env::current_dir().unwrap_or_default().join(".agent");
+            // The project of an S3 source is its URL: `/s3/<bucket>/<key>` names its state.
+            let here = state::project_dir(
+                &Path::new("/s3")
+                    .join(&url.bucket)
+                    .join(url.prefix.trim_matches('/')),
+            );
             let mut local = (*args).clone();
             local.source = Some(dir.path().to_path_buf());
             // The buildspec of an S3 source is in the source, not in the current directory.
