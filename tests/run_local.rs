@@ -1251,10 +1251,21 @@ fn bind_builds_in_the_source_as_its_owner_and_leaves_every_file_theirs() {
     let (uid, gid) = test_user();
     let docker_gid = std::fs::metadata("/var/run/docker.sock").unwrap().gid();
     let image = common::busybox_image();
-    for (who, as_user) in [("a non-root engineer", true), ("root", false)] {
-        let p = Project::new(
-            "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p dist __pycache__ && id -u > dist/uid && echo x > __pycache__/m.pyc\n",
-        );
+    for (who, as_user, exec) in [
+        ("a non-root engineer", true, Exec::Docker),
+        ("root", false, Exec::Docker),
+        ("a non-root engineer", true, Exec::Host),
+        ("root", false, Exec::Host),
+    ] {
+        // In a container the owner's uid has no home of its own: it gets a writable one.
+        let home = if exec == Exec::Docker {
+            "      - touch $HOME/.writable\n"
+        } else {
+            ""
+        };
+        let p = Project::new(&format!(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p dist __pycache__ && id -u > dist/uid && echo x > __pycache__/m.pyc\n{home}"
+        ));
         let state = tempfile::tempdir().unwrap();
         chown_tree(p.path(), uid, gid);
         chown_tree(state.path(), uid, gid);
@@ -1271,13 +1282,18 @@ fn bind_builds_in_the_source_as_its_owner_and_leaves_every_file_theirs() {
         };
         let output = command
             .env("XDG_STATE_HOME", state.path())
-            .args(["run-local", "--bind", "--image", image, "--summary"])
+            .args(["run-local", "--bind", "--summary"])
             .arg(&summary)
+            .args(match exec {
+                Exec::Docker => ["--image", image],
+                Exec::Host => ["--executor", "host"],
+            })
             .arg("--source")
             .arg(p.path())
             .output()
             .unwrap();
         let run = common::finish(output, &summary);
+        let who = format!("{who} ({exec:?})");
         assert_eq!(run.code, 0, "{who}: {}{}", run.stdout, run.stderr);
         assert_eq!(
             std::fs::read_to_string(p.path().join("dist/uid"))

@@ -122,6 +122,20 @@ impl Workspace {
                     && let Some(user) = run_as
                 {
                     request.buildspec.run_as = Some(Spanned::new(user, Span::default()));
+                    // A uid the image does not know has `/` for a home, which it cannot
+                    // write: tools that keep things in $HOME (pip, npm) get /tmp instead.
+                    let has_home = request
+                        .buildspec
+                        .env
+                        .variables
+                        .iter()
+                        .any(|v| v.name.value == "HOME")
+                        || request.env.iter().any(|(k, _)| k == "HOME");
+                    if args.executor == ExecutorKind::Docker && !has_home {
+                        request
+                            .env
+                            .insert(0, ("HOME".to_string(), "/tmp".to_string()));
+                    }
                 }
                 first.push(format!(
                     "Source directory: {} (mounted, --bind: the build runs in it {who}; its files are given back to {uid}:{gid} at the end)",
