@@ -49,9 +49,22 @@ impl Workspace {
         let mut first = Vec::new();
         let mut chown = None;
         let mut copy = None;
+        // A batch builds every member in a copy of its own: nothing to copy first, mount or
+        // give back.
+        let batch = request.buildspec.batch.is_some();
+        if batch && mode == Mode::Bind {
+            notes.push("Note: --bind does not apply to a batch".to_string());
+        }
+        let mode = if batch { Mode::InPlace } else { mode };
         let euid = nix::unistd::geteuid().as_raw();
         let egid = nix::unistd::getegid().as_raw();
         match mode {
+            Mode::InPlace if batch => {
+                first.push(format!(
+                    "Source directory: {} (each member of the batch builds in its own copy; the directory itself is not changed)",
+                    original.display()
+                ));
+            }
             Mode::InPlace => {
                 first.push(format!("Source directory: {}", original.display()));
             }
