@@ -125,7 +125,7 @@ async fn member_build(
         }
         Some(relative) => {
             let path = copy.path().join(relative);
-            match load_buildspec(&path, relative) {
+            match load_buildspec(&path, relative, super::output::color_stderr(args.color)) {
                 Ok(spec) => (spec, relative.clone()),
                 Err(message) => return failed(message),
             }

@@ -244,7 +244,6 @@ async fn run_provisioned(
         task.abort();
     }
     if !args.json_logs {
-        use std::io::IsTerminal;
         output::print_summary(
             &summary,
             &output::Ending {
@@ -252,7 +251,7 @@ async fn run_provisioned(
                 artifacts_dir: artifacts_dir.as_deref(),
                 failure,
                 elapsed: started.elapsed(),
-                color: args.color.enabled_on(std::io::stderr().is_terminal()),
+                color: output::color_stderr(args.color),
             },
         );
     }
@@ -667,12 +666,12 @@ fn write_summary(summary: &serde_json::Value, path: &Path) -> std::io::Result<()
 }
 
 /// Parses a buildspec, printing its diagnostics; `None` when it is not valid.
-fn load_buildspec(path: &Path, display: &str) -> Result<Buildspec, String> {
+fn load_buildspec(path: &Path, display: &str, color: bool) -> Result<Buildspec, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {display}: {e}"))?;
     let source = Source::new(display.to_string(), text);
     let parsed = buildspec::parse_buildspec(&source);
-    let rendered = buildspec::render_all(&source, &parsed.diagnostics, output::color_stderr());
+    let rendered = buildspec::render_all(&source, &parsed.diagnostics, color);
     eprint!("{rendered}");
     let spec = parsed
         .value
@@ -722,7 +721,7 @@ fn prepare(
     let source_dir = source_dir.to_path_buf();
     let buildspec_path = locate_buildspec(args.buildspec.as_deref(), &source_dir)?;
     let display = buildspec_path.display().to_string();
-    let mut spec = load_buildspec(&buildspec_path, &display)?;
+    let mut spec = load_buildspec(&buildspec_path, &display, output::color_stderr(args.color))?;
     add_job_secrets(&mut spec, args)?;
     let mut notes = Vec::new();
     let mut env = Vec::new();

@@ -15,8 +15,9 @@ use crate::logs::{Origin, Sink};
 /// How many lines of a failed command's output the ending repeats.
 pub const TAIL_LINES: usize = 10;
 
-pub fn color_stderr() -> bool {
-    crate::cli::Color::Auto.enabled_on(std::io::stderr().is_terminal())
+/// Whether standard error gets colours, by `--color`.
+pub fn color_stderr(color: crate::cli::Color) -> bool {
+    color.enabled_on(std::io::stderr().is_terminal())
 }
 
 const RED: &str = "\x1b[31m";
