@@ -19,6 +19,8 @@ fn run_through(project: &Project, endpoint: &str, args: &[&str]) -> common::Run 
         .arg(&summary)
         .arg("--source")
         .arg(project.path())
+        // The tests compare what the build wrote into the source with what reached S3.
+        .arg("--bind")
         .args(args)
         .envs(aws_env())
         .env("AWS_ENDPOINT_URL", endpoint)
@@ -57,8 +59,7 @@ fn parameters_and_secrets_are_resolved_and_masked() {
         run.stdout
     );
     let build_id = run.summary["build_id"].as_str().unwrap().to_string();
-    let log = std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
-        .unwrap();
+    let log = std::fs::read_to_string(p.log_file(&build_id)).unwrap();
     let summary = run.summary.to_string();
     for value in [
         format!("Db-Pa55-{unique}"),
@@ -445,7 +446,7 @@ fn the_cache_lives_in_s3_by_key_and_fallback() {
     assert!(third.printed("restored deps-one"), "{}", third.stdout);
     assert_eq!(list(&bucket), ["cache/deps-one", "cache/deps-two"]);
     // Nothing is left staged on disk.
-    let staged: Vec<_> = std::fs::read_dir(p.path().join(".agent/cache"))
+    let staged: Vec<_> = std::fs::read_dir(p.state_dir().join("cache"))
         .map(|d| d.count())
         .into_iter()
         .collect();
@@ -495,8 +496,18 @@ fn sources_come_from_s3_zips_and_prefixes() {
         "{out}"
     );
     assert!(
-        cwd.path().join(".agent/logs").is_dir(),
-        "logs stay where the agent runs"
+        !cwd.path().join(".agent").exists(),
+        "nothing is written where the agent runs"
+    );
+    let state = std::fs::read_dir(common::state_home().join("agent"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("app.zip-"))
+        .expect("a state directory named after the S3 object");
+    assert!(
+        state.path().join("logs").is_dir(),
+        "{}",
+        state.path().display()
     );
     let (code, out, err) = go(format!("s3://{bucket}/tree"));
     assert_eq!(code, Some(0), "{out}{err}");

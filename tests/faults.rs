@@ -241,6 +241,8 @@ fn run_local_through(p: &Project, endpoint: &str, args: &[&str]) -> common::Run 
         .arg(&summary)
         .arg("--source")
         .arg(p.path())
+        // The tests compare what the build wrote into the source with what reached S3.
+        .arg("--bind")
         .args(args)
         .envs(common::aws_env())
         .env("AWS_ENDPOINT_URL", endpoint)

@@ -118,7 +118,7 @@ fn run_measuring_memory(p: &Project) -> (common::Run, u64) {
 
 fn log_of(p: &Project, run: &common::Run) -> std::path::PathBuf {
     let build_id = run.summary["build_id"].as_str().unwrap();
-    p.path().join(".agent/logs").join(format!("{build_id}.log"))
+    run.log_path().unwrap_or_else(|| p.log_file(build_id))
 }
 
 #[test]

@@ -62,17 +62,11 @@ fn state_carries_across_commands_and_phases(exec: Exec) {
 
 fn version_0_1_runs_each_command_in_a_fresh_shell(exec: Exec) {
     let p = Project::new(
-        "version: 0.1\nenvironment_variables:\n  plaintext:\n    FROM_SPEC: spec\nphases:\n  build:\n    commands:\n      - mkdir -p sub && cd sub && export X=1\n      - echo \"cwd=$(basename $PWD) x=[$X] spec=$FROM_SPEC\"\n",
+        "version: 0.1\nenvironment_variables:\n  plaintext:\n    FROM_SPEC: spec\nphases:\n  build:\n    commands:\n      - mkdir -p sub && cd sub && export X=1\n      - echo \"top=$(test $PWD = $CODEBUILD_SRC_DIR && echo yes) x=[$X] spec=$FROM_SPEC\"\n",
     );
     let run = run_local(&p, exec, &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let base = p.path().file_name().unwrap().to_string_lossy().to_string();
-    let expected = if exec == Exec::Host {
-        format!("cwd={base} x=[] spec=spec")
-    } else {
-        "cwd=src x=[] spec=spec".to_string()
-    };
-    assert!(run.printed(&expected), "{}", run.stdout);
+    assert!(run.printed("top=yes x=[] spec=spec"), "{}", run.stdout);
 }
 
 fn commands_read_nothing_from_stdin(exec: Exec) {
@@ -223,7 +217,7 @@ fn on_failure_retry_regex_only_retries_matching_failures(exec: Exec) {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-5-.*connection refused.*\n    commands:\n      - echo x >> attempts\n      - 'echo \"error: disk full\"; false'\n",
     );
-    let run = run_local(&p, exec, &[]);
+    let run = run_local(&p, exec, &["--bind"]);
     assert_eq!(run.code, 1);
     assert_eq!(
         std::fs::read_to_string(p.path().join("attempts")).unwrap(),
@@ -233,7 +227,7 @@ fn on_failure_retry_regex_only_retries_matching_failures(exec: Exec) {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-2-.*connection refused.*\n    commands:\n      - echo x >> attempts\n      - 'echo \"dial tcp: connection refused\"; false'\n",
     );
-    let run = run_local(&p, exec, &[]);
+    let run = run_local(&p, exec, &["--bind"]);
     assert_eq!(run.code, 1);
     assert_eq!(
         std::fs::read_to_string(p.path().join("attempts")).unwrap(),
@@ -310,8 +304,7 @@ fn secrets_are_masked_everywhere(exec: Exec) {
     );
     assert!(run.printed("plain ***"), "{}", run.stdout);
     let build_id = run.summary["build_id"].as_str().unwrap().to_string();
-    let log = std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
-        .unwrap();
+    let log = std::fs::read_to_string(p.log_file(&build_id)).unwrap();
     let summary = run.summary.to_string();
     for (name, text) in [
         ("stdout", &run.stdout),
@@ -736,7 +729,7 @@ fn artifacts_never_leave_the_source(exec: Exec) {
         run.phase_status("UPLOAD_ARTIFACTS").as_deref(),
         Some("FAILED")
     );
-    assert!(!p.path().join(".agent/artifacts/primary/leak.txt").exists());
+    assert!(!p.state_dir().join("artifacts/primary/leak.txt").exists());
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    commands:\n      - 'true'\nartifacts:\n  files:\n    - '**/*'\n  base-directory: /etc\n",
     );
@@ -772,8 +765,8 @@ fn reports_are_counted_and_copied(exec: Exec) {
     assert_eq!(reports[1]["format"], "CUCUMBERJSON");
     assert_eq!(reports[1]["passed"], 1);
     assert!(
-        p.path()
-            .join(".agent/artifacts/reports/unit/junit.xml")
+        p.state_dir()
+            .join("artifacts/reports/unit/junit.xml")
             .is_file()
     );
     assert!(
@@ -791,11 +784,12 @@ fn cache_is_restored_by_key_and_fallback(exec: Exec) {
         )
     };
     let p = Project::new(&spec("deps-one"));
-    let cache_dir = p.path().join("cache");
-    let args = ["--cache-dir", cache_dir.to_str().unwrap()];
+    let cache = tempfile::tempdir().unwrap();
+    let args = ["--cache-dir", cache.path().to_str().unwrap()];
     let run = run_local(&p, exec, &args);
     assert!(run.printed("fresh"), "{}", run.stdout);
-    std::fs::remove_dir_all(p.path().join("deps")).unwrap();
+    // Each build starts from a fresh copy of the source: only the cache brings deps back.
+    assert!(!p.path().join("deps").exists());
     let run = run_local(&p, exec, &args);
     assert!(run.printed("restored deps-one"), "{}", run.stdout);
     assert!(
@@ -804,7 +798,6 @@ fn cache_is_restored_by_key_and_fallback(exec: Exec) {
         run.stdout
     );
     // Another key restores the newest entry that matches a fallback prefix.
-    std::fs::remove_dir_all(p.path().join("deps")).unwrap();
     p.write("buildspec.yml", &spec("deps-two"));
     let run = run_local(&p, exec, &args);
     assert!(run.printed("restored deps-one"), "{}", run.stdout);
@@ -941,8 +934,8 @@ fn batch_graph_runs_members_in_order_with_their_own_environment() {
         run.stdout
     );
     assert!(
-        p.path()
-            .join(".agent/artifacts/first/primary/marker")
+        p.state_dir()
+            .join("artifacts/first/primary/marker")
             .is_file()
     );
     assert!(
@@ -1083,7 +1076,7 @@ fn plain_retry_and_retry_regex_forms(exec: Exec) {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    on-failure: RETRY\n    commands:\n      - echo x >> attempts\n      - false\n",
     );
-    let run = run_local(&p, exec, &[]);
+    let run = run_local(&p, exec, &["--bind"]);
     assert_eq!(run.code, 1);
     // RETRY means three more attempts.
     assert_eq!(
@@ -1093,7 +1086,7 @@ fn plain_retry_and_retry_regex_forms(exec: Exec) {
     let p = Project::new(
         "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-.*flaky.*\n    commands:\n      - echo x >> attempts\n      - test $(wc -l < attempts) -ge 2 || (echo flaky network; false)\n",
     );
-    let run = run_local(&p, exec, &[]);
+    let run = run_local(&p, exec, &["--bind"]);
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(
         std::fs::read_to_string(p.path().join("attempts")).unwrap(),
@@ -1114,6 +1107,11 @@ fn ctrl_c_twice_kills_everything_now() {
         common::ctrl_c(&child);
         let run = common::finish(child.wait_with_output().unwrap(), &summary);
         assert!(
+            run.stdout.contains("`finally` is skipped"),
+            "{exec:?}: {}",
+            run.stdout
+        );
+        assert!(
             started.elapsed() < std::time::Duration::from_secs(15),
             "{exec:?} took {:?}",
             started.elapsed()
@@ -1125,4 +1123,518 @@ fn ctrl_c_twice_kills_everything_now() {
             assert!(containers_of(build_id).is_empty());
         }
     }
+}
+
+// ---- The source stays the engineer's ----
+
+/// Every entry under `dir` that `uid` does not own.
+fn not_owned_by(dir: &std::path::Path, uid: u32) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().symlink_metadata().unwrap().uid() != uid)
+        // The summary the test asked the agent for is the test's file, not the build's.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(".summary"))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// The source's entries, relative, sorted; without the test's own summary file.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut found: Vec<String> = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
+        .filter(|p| !p.starts_with(".summary"))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn the_source_is_left_as_it_was_and_state_lives_outside_it() {
+    for exec in [Exec::Host, Exec::Docker] {
+        let p = Project::new(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p dist && echo built > dist/app.txt\n      - echo changed > input.txt\nartifacts:\n  files:\n    - '**/*'\n",
+        );
+        p.write("input.txt", "original\n");
+        p.write(".git/HEAD", "ref: refs/heads/main\n");
+        let before = listing(p.path());
+        // The second build must not collect the first one's log or artifacts.
+        for round in 1..=2 {
+            let run = run_local(&p, exec, &[]);
+            assert_eq!(
+                run.code, 0,
+                "{exec:?} #{round}: {}{}",
+                run.stdout, run.stderr
+            );
+            assert_eq!(listing(p.path()), before, "{exec:?}: the source changed");
+            assert_eq!(
+                std::fs::read_to_string(p.path().join("input.txt")).unwrap(),
+                "original\n"
+            );
+            let state = p.state_dir();
+            assert!(
+                state.starts_with(common::state_home().join("agent")),
+                "{}",
+                state.display()
+            );
+            let build_id = run.summary["build_id"].as_str().unwrap();
+            let log = p.log_file(build_id);
+            assert!(log.is_file(), "{exec:?}: no log at {}", log.display());
+            assert!(
+                run.stderr.contains(&format!("Log: {}", log.display())),
+                "{}",
+                run.stderr
+            );
+            let artifacts = state.join("artifacts");
+            assert!(
+                run.stderr
+                    .contains(&format!("Artifacts: {}", artifacts.display())),
+                "{}",
+                run.stderr
+            );
+            // Artifacts come from the build's copy, as it left it.
+            assert_eq!(
+                std::fs::read_to_string(artifacts.join("primary/dist/app.txt")).unwrap(),
+                "built\n"
+            );
+            assert_eq!(
+                std::fs::read_to_string(artifacts.join("primary/input.txt")).unwrap(),
+                "changed\n"
+            );
+            assert!(artifacts.join("primary/.git/HEAD").is_file());
+            let first = run.stdout.lines().next().unwrap_or("");
+            assert!(
+                first.contains(&format!("Source directory: {}", p.path().display()))
+                    && first.contains("copy"),
+                "{exec:?}: {first}"
+            );
+        }
+    }
+}
+
+/// A user with no login, for tests that run the agent or a build as someone else.
+fn test_user() -> (u32, u32) {
+    let name = "agentuxtest";
+    let _ = std::process::Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ])
+        .output();
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    (user.uid.as_raw(), user.gid.as_raw())
+}
+
+fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) {
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid)).unwrap();
+    }
+}
+
+#[test]
+fn bind_builds_in_the_source_as_its_owner_and_leaves_every_file_theirs() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("this test makes a user and switches to it: it needs root (CI runs as root)");
+        return;
+    }
+    let (uid, gid) = test_user();
+    let docker_gid = std::fs::metadata("/var/run/docker.sock").unwrap().gid();
+    let image = common::busybox_image();
+    for (who, as_user, exec) in [
+        ("a non-root engineer", true, Exec::Docker),
+        ("root", false, Exec::Docker),
+        ("a non-root engineer", true, Exec::Host),
+        ("root", false, Exec::Host),
+    ] {
+        // In a container the owner's uid has no home of its own: it gets a writable one.
+        let home = if exec == Exec::Docker {
+            "      - touch $HOME/.writable\n"
+        } else {
+            ""
+        };
+        let p = Project::new(&format!(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p dist __pycache__ && id -u > dist/uid && echo x > __pycache__/m.pyc\n{home}"
+        ));
+        let state = tempfile::tempdir().unwrap();
+        chown_tree(p.path(), uid, gid);
+        chown_tree(state.path(), uid, gid);
+        let summary = p.path().join(".summary.json");
+        let mut command = if as_user {
+            let mut c = std::process::Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg(format!("--groups={docker_gid}"))
+                .arg(env!("CARGO_BIN_EXE_agent"));
+            c
+        } else {
+            common::agent()
+        };
+        let output = command
+            .env("XDG_STATE_HOME", state.path())
+            .args(["run-local", "--bind", "--summary"])
+            .arg(&summary)
+            .args(match exec {
+                Exec::Docker => ["--image", image],
+                Exec::Host => ["--executor", "host"],
+            })
+            .arg("--source")
+            .arg(p.path())
+            .output()
+            .unwrap();
+        let run = common::finish(output, &summary);
+        let who = format!("{who} ({exec:?})");
+        assert_eq!(run.code, 0, "{who}: {}{}", run.stdout, run.stderr);
+        assert_eq!(
+            std::fs::read_to_string(p.path().join("dist/uid"))
+                .unwrap()
+                .trim(),
+            uid.to_string(),
+            "{who}: the build ran as someone else"
+        );
+        assert!(p.path().join("__pycache__/m.pyc").is_file());
+        assert_eq!(not_owned_by(p.path(), uid), Vec::<String>::new(), "{who}");
+        assert!(run.stdout.contains("--bind"), "{who}: {}", run.stdout);
+    }
+}
+
+#[test]
+fn a_copy_built_by_a_non_root_engineer_in_docker_is_removed() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("this test switches to another user: it needs root (CI runs as root)");
+        return;
+    }
+    let (uid, gid) = test_user();
+    let docker_gid = std::fs::metadata("/var/run/docker.sock").unwrap().gid();
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - mkdir -p dist && echo x > dist/app && test \"$(id -u)\" = 0\n",
+    );
+    let state = tempfile::tempdir().unwrap();
+    chown_tree(p.path(), uid, gid);
+    chown_tree(state.path(), uid, gid);
+    let before = listing(p.path());
+    let output = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg(format!("--groups={docker_gid}"))
+        .arg(env!("CARGO_BIN_EXE_agent"))
+        .env("XDG_STATE_HOME", state.path())
+        .args(["run-local", "--image", common::busybox_image(), "--source"])
+        .arg(p.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(listing(p.path()), before);
+    let copy = stdout
+        .split("the build runs in a copy, ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("the copy's path in the log");
+    assert!(
+        !std::path::Path::new(copy).exists(),
+        "the copy {copy} was left behind: {stderr}"
+    );
+    assert!(!stderr.contains("cannot remove"), "{stderr}");
+}
+
+#[test]
+fn a_buildspec_elsewhere_makes_its_directory_the_source() {
+    let p =
+        Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - cat marker.txt\n");
+    p.write("marker.txt", "from-the-buildspec-dir");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = common::agent()
+        .args(["run-local", "--executor", "host"])
+        .arg(p.path().join("buildspec.yml"))
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.lines().any(|l| l == "from-the-buildspec-dir"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("Source directory: {}", p.path().display())),
+        "{stdout}"
+    );
+    let help = common::agent()
+        .args(["run-local", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("The source directory") && help.contains("buildspec's own directory"),
+        "{help}"
+    );
+}
+
+// ---- A clear ending ----
+
+#[test]
+fn ctrl_c_sends_sigterm_then_sigkill_after_the_stop_timeout_then_runs_finally() {
+    for exec in [Exec::Host, Exec::Docker] {
+        let p = Project::new(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - trap '' TERM; sleep 60\n    finally:\n      - echo finally-ran\n",
+        );
+        let (child, summary) = common::start_run_local_with(
+            &p,
+            exec,
+            "Running command trap",
+            &["--stop-timeout", "2"],
+        );
+        let started = std::time::Instant::now();
+        common::ctrl_c(&child);
+        let run = common::finish(child.wait_with_output().unwrap(), &summary);
+        let took = started.elapsed();
+        assert_eq!(run.code, 1, "{exec:?}: {}{}", run.stdout, run.stderr);
+        assert_eq!(run.status(), "STOPPED", "{exec:?}: {}", run.stdout);
+        assert!(run.printed("finally-ran"), "{exec:?}: {}", run.stdout);
+        assert!(
+            took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(20),
+            "{exec:?}: took {took:?}"
+        );
+        let term = run.stdout.find("SIGTERM sent").expect("SIGTERM said");
+        let kill = run.stdout.find("SIGKILL sent").expect("SIGKILL said");
+        let finally = run.stdout.find("finally-ran").unwrap_or(0);
+        assert!(term < kill && kill < finally, "{exec:?}: {}", run.stdout);
+    }
+}
+
+#[test]
+fn a_failed_build_ends_with_the_command_its_line_status_and_last_lines() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  install:\n    commands:\n      - echo ok\n  build:\n    commands:\n      - echo building\n      - for i in $(seq 1 15); do echo \"out $i\"; done; exit 3\n",
+    );
+    let run = run_local(&p, Exec::Host, &[]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let tail: Vec<&str> = run.stderr.lines().rev().take(16).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    let end = tail.join("\n");
+    assert!(
+        end.contains(&format!(
+            "Failed in phase BUILD: `for i in $(seq 1 15); do echo \"out $i\"; done; exit 3` ({}:9) exited with status 3",
+            p.path().join("buildspec.yml").display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        end.contains("  | out 15") && end.contains("  | out 6"),
+        "{end}"
+    );
+    assert!(!end.contains("  | out 5\n"), "{end}");
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(last.contains("FAILED in "), "{last}");
+    assert!(!run.stderr.contains('\x1b'), "no colour when piped");
+
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo fine\n");
+    let run = run_local(&p, Exec::Host, &["--color", "always"]);
+    assert_eq!(run.code, 0);
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("Build local:") && last.contains("SUCCEEDED") && last.contains(" in "),
+        "{last}"
+    );
+    assert!(run.stderr.contains("\x1b[32m"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("\x1b[1;36mEntering phase BUILD"),
+        "{}",
+        run.stdout
+    );
+    let run = run_local(&p, Exec::Host, &["--color", "never"]);
+    assert!(!run.stderr.contains('\x1b') && !run.stdout.contains('\x1b'));
+}
+
+#[test]
+fn agent_log_debug_shows_the_agents_diagnostics_only() {
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo fine\n");
+    let summary = p.path().join(".summary.json");
+    let output = common::agent()
+        .env("AGENT_LOG", "debug")
+        .args(["run-local", "--image", common::busybox_image(), "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(p.path())
+        .output()
+        .unwrap();
+    let run = common::finish(output, &summary);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let debug: Vec<&str> = run.stderr.lines().filter(|l| l.contains("DEBUG")).collect();
+    assert!(
+        debug.iter().any(|l| l.contains(" agent::")),
+        "no agent diagnostics: {}",
+        run.stderr
+    );
+    let foreign: Vec<&&str> = debug.iter().filter(|l| !l.contains(" agent::")).collect();
+    assert!(
+        foreign.is_empty(),
+        "dependencies' debug lines: {foreign:#?}"
+    );
+}
+
+// ---- Environment habits ----
+
+#[test]
+fn env_names_pass_through_and_env_files_read_dotenv() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"passed=[$PASSED] unset=[${UNSET_HERE-none}] q=[$Q] s=[$S] e=[$E] t=[$T]\"\n      - printf '%s\\n' \"$D\"\n",
+    );
+    p.write(".env", "IGNORED=1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vars.env");
+    std::fs::write(
+        &file,
+        "# comment\n\nexport E=exported\nQ = \"two\\nlines \\\"quoted\\\"\"\nS='$NOT_EXPANDED'\nT=plain # note\nD=\"a\\nb\"\n",
+    )
+    .unwrap();
+    let summary = p.path().join(".summary.json");
+    let output = common::agent()
+        .env("PASSED", "from-agent-env")
+        .env_remove("UNSET_HERE")
+        .args(["run-local", "--executor", "host", "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(p.path())
+        .args(["-e", "PASSED", "-e", "UNSET_HERE", "--env-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let run = common::finish(output, &summary);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "passed=[from-agent-env] unset=[none] q=[two\nlines \"quoted\"] s=[$NOT_EXPANDED] e=[exported] t=[plain]"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(run.printed("a") && run.printed("b"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("-e UNSET_HERE: UNSET_HERE is not set in this environment; skipped"),
+        "{}",
+        run.stdout
+    );
+    // An --env-file was given: the source's .env is not mentioned.
+    assert!(!run.stdout.contains(".env was not read"), "{}", run.stdout);
+    let run = run_local(&p, Exec::Host, &[]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout.matches(".env was not read").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("--env-file"), "{}", run.stdout);
+}
+
+#[test]
+fn env_file_mistakes_point_at_the_right_flag_and_line() {
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo never\n");
+    p.write("my.env", "A=1\n");
+    let output = common::agent()
+        .args(["run-local", "--executor", "host", "--source"])
+        .arg(p.path())
+        .args(["-e", "my.env"])
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--env-file my.env"), "{stderr}");
+
+    let secret_line = "MIIEowIBAAKCAQEAzZ9Secret";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets.env");
+    std::fs::write(
+        &file,
+        format!(
+            "KEY=-----BEGIN RSA PRIVATE KEY-----\n{secret_line}\n-----END RSA PRIVATE KEY-----\n"
+        ),
+    )
+    .unwrap();
+    let output = common::agent()
+        .args(["run-local", "--executor", "host", "--source"])
+        .arg(p.path())
+        .arg("--secret-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2:", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(secret_line) && !stdout.contains(secret_line),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("BEGIN RSA"), "{stderr}");
+}
+
+#[test]
+fn secret_values_leave_the_process_list_and_still_reach_the_build() {
+    let value = "Sup3r-s3cret-argv-value";
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"token=$TOKEN from_env=$FROM_ENV\"\n      - test \"$TOKEN\" = Sup3r-s3cret-argv-value && echo secret-ok\n      - sleep 2\n",
+    );
+    let summary = p.path().join(".summary.json");
+    let child = common::agent()
+        .env("FROM_ENV", "Env-s3cret-value")
+        .args(["run-local", "--executor", "host", "--summary"])
+        .arg(&summary)
+        .arg("--source")
+        .arg(p.path())
+        .arg("--secret")
+        .arg(format!("TOKEN={value}"))
+        .arg(format!("--secret=OTHER={value}-2"))
+        .args(["--secret", "FROM_ENV"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    // Past the first milliseconds (the re-exec), the command line has no value.
+    let seen = common::wait_for(
+        std::time::Duration::from_secs(20),
+        || {
+            std::fs::read(&cmdline)
+                .ok()
+                .filter(|c| String::from_utf8_lossy(c).contains("--secret-values-fd"))
+        },
+        || "the agent never re-executed itself".to_string(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(std::fs::read(&cmdline).unwrap(), seen, "argv changed again");
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(!seen.contains(value), "the value is in argv: {seen:?}");
+    assert!(seen.contains("--secret\0TOKEN\0"), "{seen:?}");
+    assert!(seen.contains("--secret\0OTHER\0"), "{seen:?}");
+    let run = common::finish(child.wait_with_output().unwrap(), &summary);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("secret-ok"), "{}", run.stdout);
+    assert!(run.printed("token=*** from_env=***"), "{}", run.stdout);
+    assert!(!run.stdout.contains(value) && !run.stderr.contains(value));
 }

@@ -134,8 +134,7 @@ fn no_secret_reaches_any_sink_in_any_form() {
     // V19 fails the post_build phase on purpose; its message is a sink too.
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     let build_id = run.summary["build_id"].as_str().unwrap().to_string();
-    let log = std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
-        .unwrap();
+    let log = std::fs::read_to_string(p.log_file(&build_id)).unwrap();
     let summary = run.summary.to_string();
     let sinks = [
         ("stdout", run.stdout.as_str()),

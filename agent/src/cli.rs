@@ -51,6 +51,12 @@ enum Command {
     },
     /// Run a buildspec locally, in a container (or on the host), as CodeBuild would.
     ///
+    /// The source directory is `-s DIR`; without it, the current directory, or the
+    /// buildspec's own directory when the buildspec lies outside the current directory. The
+    /// build runs in a copy of the source (`--bind` builds in it), and logs, artifacts and
+    /// cache go to $XDG_STATE_HOME/agent/<dir>-<hash>/ (~/.local/state/agent/…), never into
+    /// the source.
+    ///
     /// Exits 0 when the build succeeded, 1 when it failed, timed out or was stopped, 2 on
     /// bad input (nothing ran), 3 when the agent could not run it (no Docker, no image) or
     /// lost its container mid-build (FAULT).
@@ -159,22 +165,28 @@ enum SchemaKind {
     Jobspec,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Color {
+/// `--color`: of `agent validate` and `agent run-local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
     Auto,
     Always,
     Never,
 }
 
 impl Color {
-    fn enabled(self) -> bool {
+    /// On standard output.
+    pub fn enabled(self) -> bool {
         use std::io::IsTerminal;
+        self.enabled_on(std::io::stdout().is_terminal())
+    }
+
+    /// On a stream that is a terminal or not: `auto` colors a terminal unless `NO_COLOR`
+    /// is set (to anything but the empty string, as no-color.org says).
+    pub fn enabled_on(self, terminal: bool) -> bool {
         match self {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => {
-                std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
-            }
+            Color::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         }
     }
 }
@@ -187,6 +199,8 @@ pub fn run() -> ExitCode {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::debug!(error = %e, "cannot make the agent non-dumpable");
     }
+    // Before anything else: `--secret NAME=VALUE` values leave the command line.
+    crate::run_local::hide::reexec_without_secret_values();
     let cli = Cli::parse();
     match &cli.command {
         // The daemon starts its log once it has read its config, which may choose the format.
@@ -243,11 +257,16 @@ pub fn run() -> ExitCode {
 }
 
 /// The agent's own diagnostics (not build output) go to standard error, filtered by
-/// `AGENT_LOG` (e.g. `AGENT_LOG=debug`, `AGENT_LOG=agent::exec=trace`).
+/// `AGENT_LOG`: a bare level (`AGENT_LOG=debug`) is for the agent's own code, its
+/// dependencies staying at `warn`; `AGENT_LOG=trace` shows everything; a filter with
+/// targets (`AGENT_LOG=agent::exec=trace,hyper=debug`) is used as written.
 pub(crate) fn init_tracing(default_level: &str, json: bool) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let filter = tracing_subscriber::EnvFilter::try_new(agent_log_directives(
+        std::env::var("AGENT_LOG").ok().as_deref(),
+        default_level,
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -258,4 +277,37 @@ pub(crate) fn init_tracing(default_level: &str, json: bool) {
             .with_ansi(std::io::stderr().is_terminal())
             .try_init()
     };
+}
+
+/// The filter directives `AGENT_LOG` stands for.
+fn agent_log_directives(value: Option<&str>, default_level: &str) -> String {
+    let value = value.map(str::trim).unwrap_or("");
+    match value.to_ascii_lowercase().as_str() {
+        "" => default_level.to_string(),
+        "trace" => "trace".to_string(),
+        level @ ("error" | "warn" | "info" | "debug") => {
+            let deps = if level == "error" { "error" } else { "warn" };
+            format!("{deps},agent={level},buildspec={level},agent_config={level}")
+        }
+        _ => value.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agent_log_directives;
+
+    #[test]
+    fn a_bare_level_is_for_the_agent_only() {
+        assert_eq!(agent_log_directives(None, "warn"), "warn");
+        assert_eq!(
+            agent_log_directives(Some("debug"), "warn"),
+            "warn,agent=debug,buildspec=debug,agent_config=debug"
+        );
+        assert_eq!(agent_log_directives(Some("trace"), "warn"), "trace");
+        assert_eq!(
+            agent_log_directives(Some("hyper=debug,agent=trace"), "warn"),
+            "hyper=debug,agent=trace"
+        );
+    }
 }

@@ -12,8 +12,24 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The agent, with its state (`$XDG_STATE_HOME/agent/…`: logs, artifacts, cache) in this
+/// test process's own directory rather than in the home directory.
 pub fn agent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_agent"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agent"));
+    command.env("XDG_STATE_HOME", state_home());
+    command
+}
+
+/// The `XDG_STATE_HOME` of the agents this test process starts.
+pub fn state_home() -> &'static Path {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("agent-test-state-")
+            .tempdir()
+            .unwrap()
+            .keep()
+    })
 }
 
 /// Runs git in `dir` as a test author; its trimmed output. Fails the test when git does.
@@ -115,6 +131,37 @@ impl Project {
         self.dir.path()
     }
 
+    /// The agent's state directory for this project, `<XDG_STATE_HOME>/agent/<name>-<hash>`.
+    pub fn state_dir(&self) -> PathBuf {
+        let name = self
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let base = state_home().join("agent");
+        std::fs::read_dir(&base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .strip_prefix(&name)
+                    .is_some_and(|rest| rest.len() == 9 && rest.starts_with('-'))
+            })
+            .unwrap_or_else(|| base.join(format!("{name}-unknown")))
+    }
+
+    /// The log of one of this project's builds.
+    pub fn log_file(&self, build_id: &str) -> PathBuf {
+        self.state_dir()
+            .join("logs")
+            .join(format!("{build_id}.log"))
+    }
+
     pub fn write(&self, name: &str, text: &str) {
         let path = self.dir.path().join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -164,6 +211,15 @@ impl Run {
             .lines()
             .filter(|l| !l.starts_with("[Container] "))
             .collect()
+    }
+
+    /// The build's log file, as the end of the build names it (`Log: …`).
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.stderr
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("Log: "))
+            .map(PathBuf::from)
     }
 
     pub fn printed(&self, line: &str) -> bool {
@@ -236,6 +292,16 @@ pub fn start_run_local(
     exec: Exec,
     marker: &str,
 ) -> (std::process::Child, PathBuf) {
+    start_run_local_with(project, exec, marker, &[])
+}
+
+/// [`start_run_local`] with more flags.
+pub fn start_run_local_with(
+    project: &Project,
+    exec: Exec,
+    marker: &str,
+    extra: &[&str],
+) -> (std::process::Child, PathBuf) {
     let summary = project.path().join(".summary.json");
     let mut command = agent();
     command
@@ -247,14 +313,15 @@ pub fn start_run_local(
         Exec::Host => command.args(["--executor", "host"]),
         Exec::Docker => command.args(["--image", busybox_image()]),
     };
+    command.args(extra);
     let child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let log_dir = project.path().join(".agent/logs");
     for _ in 0..200 {
         std::thread::sleep(std::time::Duration::from_millis(50));
+        let log_dir = project.state_dir().join("logs");
         let seen = std::fs::read_dir(&log_dir)
             .ok()
             .and_then(|mut d| d.next())

@@ -70,6 +70,11 @@ pub struct DockerExecutor {
 /// container up for `finally`.
 const KEEPER: &str = "trap '' TERM INT HUP; while :; do sleep 3600; done";
 
+/// Kills every process but init, the keeper (known by its trap) and itself: all stopped
+/// first, then killed, so that no build shell sees its child die and goes on to the next
+/// command before it is killed itself.
+const KILL_COMMANDS: &str = "pids=; for d in /proc/[0-9]*; do p=${d#/proc/}; if [ \"$p\" = 1 ] || [ \"$p\" = $$ ]; then continue; fi; grep -q 'TERM INT HUP' \"$d/cmdline\" 2>/dev/null && continue; pids=\"$pids $p\"; done; [ -n \"$pids\" ] || exit 0; kill -STOP $pids 2>/dev/null; kill -KILL $pids 2>/dev/null; exit 0";
+
 /// Capabilities of Docker's default set that builds do not need and an attacker in a
 /// build would: raw sockets (spoofing on the bridge), device nodes, audit records, and file
 /// capabilities. Package installs, `chown`, `su` and `chroot` keep working.
@@ -164,6 +169,12 @@ impl DockerExecutor {
             )));
         }
         Ok(executor)
+    }
+
+    /// SIGKILL to every process of the build's commands, leaving init and the keeper, so
+    /// that the container stays up for `finally` (a stop's grace period is over).
+    pub async fn kill_commands(&self) {
+        let _ = self.exec_detached(&["/bin/sh", "-c", KILL_COMMANDS]).await;
     }
 
     async fn exec_detached(&self, argv: &[&str]) -> Result<(), ExecError> {

@@ -34,11 +34,18 @@ pub struct RunLocalArgs {
     /// source directory. Default: buildspec.yml in the source directory.
     #[arg(value_name = "BUILDSPEC")]
     pub buildspec: Option<PathBuf>,
-    /// The primary source: a directory, mounted as is, or `s3://bucket/key.zip` (unpacked)
-    /// or `s3://bucket/prefix` (every object under it).
-    #[arg(short = 's', long, default_value = ".", value_name = "DIR|S3_URL")]
-    pub source: PathBuf,
-    /// Where build logs are written (default: .agent/logs under the source).
+    /// The source directory (CODEBUILD_SRC_DIR). Default: the current directory; when
+    /// BUILDSPEC lies outside the current directory, the buildspec's own directory. The build
+    /// runs in a copy of it (see --bind). Also `s3://bucket/key.zip` (unpacked) or
+    /// `s3://bucket/prefix` (every object under it).
+    #[arg(short = 's', long, value_name = "DIR|S3_URL")]
+    pub source: Option<PathBuf>,
+    /// Build in the source directory itself (mounted) instead of a copy of it; the build
+    /// runs as the directory's owner, and whatever it writes there is given to that owner.
+    #[arg(long, visible_alias = "mount-source")]
+    pub bind: bool,
+    /// Where build logs are written (default: logs/ in the project's state directory,
+    /// $XDG_STATE_HOME/agent/<project>-<hash>, printed at the end).
     #[arg(long = "log-dir", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
     /// A secondary source, mounted and exported as CODEBUILD_SRC_DIR_<ID>. Repeatable.
@@ -50,8 +57,8 @@ pub struct RunLocalArgs {
     /// Where commands run.
     #[arg(long, value_enum, default_value_t = ExecutorKind::Docker)]
     pub executor: ExecutorKind,
-    /// Where artifacts land: a directory (default: .agent/artifacts under the source), or
-    /// `s3://bucket/prefix`.
+    /// Where artifacts land: a directory (default: artifacts/ in the project's state
+    /// directory, printed at the end), or `s3://bucket/prefix`.
     #[arg(short = 'a', long, value_name = "DIR|S3_URL")]
     pub artifacts: Option<PathBuf>,
     /// S3 artifacts: a folder of objects (`none`) or one zip per artifact (`zip`).
@@ -63,14 +70,18 @@ pub struct RunLocalArgs {
     /// S3 artifacts: encrypt with this KMS key (SSE-KMS).
     #[arg(long = "artifacts-kms-key-id", value_name = "KEY")]
     pub artifacts_kms_key_id: Option<String>,
-    /// A variable for the build, highest precedence. Repeatable.
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    /// A variable for the build, highest precedence; `-e NAME` passes NAME on from this
+    /// environment. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE|KEY")]
     pub env: Vec<String>,
-    /// A file of KEY=VALUE lines (no quote handling, as CodeBuild's local agent).
+    /// A dotenv file: KEY=VALUE lines, `export` allowed, quotes stripped ('…' literal,
+    /// "…" with \n and \" escapes), # comments. Repeatable.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
-    /// A secret variable: set like -e, and masked in every output. Repeatable.
-    #[arg(long, value_name = "NAME=VALUE")]
+    /// A secret variable, masked in every output: `--secret NAME` takes NAME from this
+    /// environment (preferred: the value never appears in the process list);
+    /// `--secret NAME=VALUE` also works. Repeatable.
+    #[arg(long, value_name = "NAME|NAME=VALUE")]
     pub secret: Vec<String>,
     /// Parameter Store references from the daemon's control channel, by variable name.
     #[arg(skip)]
@@ -142,6 +153,13 @@ pub struct RunLocalArgs {
     /// Batch builds: how many members run at once (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+    /// After Ctrl-C, how long the running command has between SIGTERM and SIGKILL, e.g.
+    /// `10s`, `1m`; a bare number is seconds.
+    #[arg(long = "stop-timeout", value_name = "DURATION", default_value = "10s", value_parser = parse_stop_timeout)]
+    pub stop_timeout: Duration,
+    /// Colors on the terminal: `auto` when it is one and NO_COLOR is not set.
+    #[arg(long, value_enum, default_value_t = crate::cli::Color::Auto)]
+    pub color: crate::cli::Color,
     /// Only the agent's lines and the summary, not the commands' output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -155,6 +173,10 @@ pub struct RunLocalArgs {
     /// input (values that must not be in argv), and the end of standard input as a stop.
     #[arg(long = "control-stdin", hide = true)]
     pub control_stdin: bool,
+    /// The descriptor the agent handed its own `--secret NAME=VALUE` values over in, when it
+    /// took them out of its command line at start (see `run_local::hide`).
+    #[arg(long = "secret-values-fd", hide = true, value_name = "FD")]
+    pub secret_values_fd: Option<i32>,
 }
 
 /// What the daemon hands a build on standard input.
@@ -186,7 +208,7 @@ impl Control {
 impl RunLocalArgs {
     /// The S3 source, when `--source` is an `s3://` URL.
     pub fn source_s3(&self) -> Option<Result<crate::aws::s3::S3Url, String>> {
-        let text = self.source.to_str()?;
+        let text = self.source.as_ref()?.to_str()?;
         text.starts_with("s3://")
             .then(|| crate::aws::s3::S3Url::parse(text))
     }
@@ -236,6 +258,14 @@ impl RunLocalArgs {
                 .clone()
                 .unwrap_or_else(|| request.build_id.clone()),
         }
+    }
+}
+
+/// `--stop-timeout`: a bare number is seconds, else as `--timeout` (`30s`, `1m`).
+fn parse_stop_timeout(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => parse_timeout(text),
     }
 }
 

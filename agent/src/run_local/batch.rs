@@ -125,7 +125,7 @@ async fn member_build(
         }
         Some(relative) => {
             let path = copy.path().join(relative);
-            match load_buildspec(&path, relative) {
+            match load_buildspec(&path, relative, super::output::color_stderr(args.color)) {
                 Ok(spec) => (spec, relative.clone()),
                 Err(message) => return failed(message),
             }
@@ -164,9 +164,10 @@ async fn member_build(
         member_args.privileged = privileged;
     }
     let log_path = log_dir.join(format!("{}.log", member.identifier));
-    let (log, upload) = open_log(args, &request, Some(&member.identifier), &log_path);
+    let (log, upload, tracker) = open_log(args, &request, Some(&member.identifier), &log_path);
     maskers.register(&log);
-    let summary = match build_once(&member_args, &request, log.clone(), stop).await {
+    let summary = match build_once(&member_args, &request, log.clone(), stop, &tracker, None).await
+    {
         Ok(summary) => summary,
         Err(error) => {
             log.agent(&format!("Cannot run this build: {error}"));

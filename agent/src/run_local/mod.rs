@@ -4,7 +4,11 @@
 mod args;
 mod aws_setup;
 mod batch;
+mod env_input;
+pub mod hide;
 mod output;
+mod state;
+mod workspace;
 
 pub use args::{RunLocalArgs, parse_key_value, parse_timeout};
 
@@ -74,9 +78,14 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
                     return exit::FAILED;
                 }
             };
-            let here = std::env::current_dir().unwrap_or_default().join(".agent");
+            // The project of an S3 source is its URL: `/s3/<bucket>/<key>` names its state.
+            let here = state::project_dir(
+                &Path::new("/s3")
+                    .join(&url.bucket)
+                    .join(url.prefix.trim_matches('/')),
+            );
             let mut local = (*args).clone();
-            local.source = dir.path().to_path_buf();
+            local.source = Some(dir.path().to_path_buf());
             // The buildspec of an S3 source is in the source, not in the current directory.
             let named = local
                 .buildspec
@@ -97,11 +106,45 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
             )
         }
     };
-    let mut request = match prepare(&args, build_id) {
-        Ok(request) => request,
+    let in_s3 = source_url.is_some();
+    let given_secrets = match args.secret_values_fd {
+        Some(fd) => match hide::take_values(fd) {
+            Ok(values) => values,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return exit::BAD_INPUT;
+            }
+        },
+        None => Default::default(),
+    };
+    let source_dir = match source_dir(&args) {
+        Ok(dir) => dir,
         Err(message) => {
             eprintln!("{message}");
             return exit::BAD_INPUT;
+        }
+    };
+    let state_dir = state::project_dir(&source_dir);
+    let (mut request, notes) =
+        match prepare(&args, build_id, &source_dir, &state_dir, &given_secrets) {
+            Ok(prepared) => prepared,
+            Err(message) => {
+                eprintln!("{message}");
+                return exit::BAD_INPUT;
+            }
+        };
+    let mode = if in_s3 || args.control_stdin {
+        workspace::Mode::InPlace
+    } else if args.bind {
+        workspace::Mode::Bind
+    } else {
+        workspace::Mode::Copy
+    };
+    let workspace = match workspace::Workspace::prepare(&args, &mut request, mode, notes).await {
+        Ok(workspace) => workspace,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::CANNOT_RUN;
         }
     };
     let maskers = Maskers::default();
@@ -118,44 +161,76 @@ async fn run_async(args: Arc<RunLocalArgs>) -> u8 {
             return exit::FAILED;
         }
     };
-    let status = run_provisioned(&args, request, &maskers).await;
+    let status = run_provisioned(&args, request, &maskers, &workspace).await;
     if let Some(endpoint) = credentials {
         endpoint.stop().await;
     }
+    workspace.remove();
     status
 }
 
 /// Runs a request whose AWS side is ready: one build, or a batch.
-async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, maskers: &Maskers) -> u8 {
+async fn run_provisioned(
+    args: &Arc<RunLocalArgs>,
+    request: BuildRequest,
+    maskers: &Maskers,
+    workspace: &workspace::Workspace,
+) -> u8 {
+    let started = std::time::Instant::now();
     let args = Arc::clone(args);
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let stdin_eof = args
         .control_stdin
         .then(|| tokio::spawn(watch_stdin_eof(stop_tx.clone())));
-    let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx));
+    let announcer = Announcer::default();
+    let ctrl_c = tokio::spawn(watch_ctrl_c(stop_tx, announcer.clone()));
     let logs = args
         .log_dir
         .clone()
-        .unwrap_or_else(|| request.source_dir.join(".agent/logs"));
+        .unwrap_or_else(|| workspace.state.join("logs"));
     let secrets = secret_values(&request);
-    let (summary, log_path) = match request.buildspec.batch.clone() {
+    let artifacts_dir = request
+        .artifacts_dir
+        .clone()
+        .filter(|_| args.artifacts_s3().is_none());
+    let (summary, log_path, failure) = match request.buildspec.batch.clone() {
         Some(spec) => {
             let dir = logs.join(&request.build_id);
+            for note in &workspace.notes {
+                eprintln!("{note}");
+            }
             (
                 batch::run(Arc::clone(&args), request, &spec, stop_rx, &dir, maskers).await,
                 dir,
+                None,
             )
         }
         None => {
             let log_path = logs.join(format!("{}.log", request.build_id));
-            let (log, upload) = open_log(&args, &request, None, &log_path);
+            let (log, upload, tracker) = open_log(&args, &request, None, &log_path);
             maskers.register(&log);
-            let built = build_once(&args, &request, log.clone(), stop_rx).await;
+            announcer.add(&log);
+            for note in &workspace.notes {
+                log.agent(note);
+            }
+            let built = build_once(
+                &args,
+                &request,
+                log.clone(),
+                stop_rx,
+                &tracker,
+                workspace.chown,
+            )
+            .await;
             close_log(&log, upload).await;
             match built {
                 Ok(summary) => {
                     report_log_errors(&log);
-                    (summary, log_path)
+                    let failure = tracker.failure().map(|f| {
+                        let place = command_line(&request, &f.phase, &f.command);
+                        (f, place)
+                    });
+                    (summary, log_path, failure)
                 }
                 Err(error) => {
                     ctrl_c.abort();
@@ -169,7 +244,16 @@ async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, masker
         task.abort();
     }
     if !args.json_logs {
-        output::print_summary(&summary, &log_path, args.quiet);
+        output::print_summary(
+            &summary,
+            &output::Ending {
+                log_path: &log_path,
+                artifacts_dir: artifacts_dir.as_deref(),
+                failure,
+                elapsed: started.elapsed(),
+                color: output::color_stderr(args.color),
+            },
+        );
     }
     save_summary(&summary, args.summary.as_deref(), &secrets, maskers);
     match summary.status {
@@ -180,16 +264,37 @@ async fn run_provisioned(args: &Arc<RunLocalArgs>, request: BuildRequest, masker
     }
 }
 
+/// `file:line` of the command as written in the buildspec's phase.
+fn command_line(request: &BuildRequest, phase: &str, command: &str) -> Option<String> {
+    let (_, found) = request
+        .buildspec
+        .phases
+        .iter()
+        .find(|(name, _)| name.codebuild_name() == phase)?;
+    let line = found
+        .commands
+        .iter()
+        .chain(&found.finally)
+        .find(|c| c.text == command)?
+        .line;
+    Some(format!("{}:{line}", request.buildspec_path))
+}
+
 /// The log sinks of one build: the terminal (or JSON lines) and the build's log file.
 fn sinks(args: &RunLocalArgs, member: Option<&str>, log_path: &Path) -> Vec<Box<dyn Sink>> {
+    use std::io::IsTerminal;
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let color = args.color.enabled_on(std::io::stdout().is_terminal());
+    let terminal = match member {
+        Some(id) => TerminalSink::prefixed(args.quiet, id),
+        None => TerminalSink::new(args.quiet),
+    };
     if args.json_logs {
         sinks.push(Box::new(JsonSink::new(member)));
+    } else if color {
+        sinks.push(Box::new(output::Colored::new(terminal)));
     } else {
-        match member {
-            Some(id) => sinks.push(Box::new(TerminalSink::prefixed(args.quiet, id))),
-            None => sinks.push(Box::new(TerminalSink::new(args.quiet))),
-        }
+        sinks.push(Box::new(terminal));
     }
     match FileSink::create(log_path) {
         Ok(sink) => sinks.push(Box::new(sink)),
@@ -207,8 +312,10 @@ fn open_log(
     request: &BuildRequest,
     member: Option<&str>,
     log_path: &Path,
-) -> (Log, Option<S3LogUpload>) {
+) -> (Log, Option<S3LogUpload>, output::Tracker) {
     let mut sinks = sinks(args, member, log_path);
+    let tracker = output::Tracker::default();
+    sinks.push(tracker.sink());
     let upload = request.logs_s3.as_ref().map(|(client, url)| {
         let key = url.key(&["logs", &format!("{}.log", request.build_id)]);
         let options = PutOptions {
@@ -220,7 +327,7 @@ fn open_log(
         sinks.push(Box::new(sink));
         upload
     });
-    (Log::new(&secret_values(request), sinks), upload)
+    (Log::new(&secret_values(request), sinks), upload, tracker)
 }
 
 /// Closes a build's log and waits for its S3 copy, if any, to be complete.
@@ -273,71 +380,220 @@ fn cannot_run(error: &ExecError) -> u8 {
     exit::CANNOT_RUN
 }
 
-/// Runs one build on a new executor and removes everything the executor created.
+/// Runs one build on a new executor and removes everything the executor created. With
+/// `chown`, every file of the build's source is given to that uid:gid before the end.
 async fn build_once(
     args: &RunLocalArgs,
     request: &BuildRequest,
     log: Log,
     stop: watch::Receiver<Stop>,
+    tracker: &output::Tracker,
+    chown: Option<(u32, u32)>,
 ) -> Result<Summary, ExecError> {
+    let stopping = Stopping {
+        grace: args.stop_timeout,
+        tracker: tracker.clone(),
+    };
     match args.executor {
         args::ExecutorKind::Host => {
             let roots = args.secondary_sources();
             let executor = Arc::new(HostExecutor::new(&request.source_dir, &roots)?);
-            Ok(run_on(executor, request, log, stop).await)
+            Ok(run_on(executor, request, log, stop, stopping, chown, None).await)
         }
         args::ExecutorKind::Docker => {
             let image = request.image.clone().unwrap_or_else(|| args.image.clone());
             let options = args.docker_options(request, &image);
             let executor = Arc::new(DockerExecutor::create(options, &log).await?);
             crate::exec::owner::sweep_in_background();
-            Ok(run_on(executor, request, log, stop).await)
+            let root = Some("root".to_string());
+            Ok(run_on(executor, request, log, stop, stopping, chown, root).await)
         }
     }
 }
 
-async fn run_on<E: Executor + 'static>(
+/// Ends the build's running commands once a stop's grace period is over, leaving the
+/// environment up for `finally`.
+trait KillCommands {
+    fn kill_commands(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl KillCommands for HostExecutor {
+    async fn kill_commands(&self) {
+        // The build's process group: `finally` starts a new shell in it.
+        self.signal_all(Signal::Kill).await;
+    }
+}
+
+impl KillCommands for DockerExecutor {
+    async fn kill_commands(&self) {
+        DockerExecutor::kill_commands(self).await;
+    }
+}
+
+/// How a build is stopped after Ctrl-C.
+#[derive(Clone)]
+struct Stopping {
+    /// Between SIGTERM and SIGKILL.
+    grace: std::time::Duration,
+    tracker: output::Tracker,
+}
+
+async fn run_on<E: Executor + KillCommands + 'static>(
     executor: Arc<E>,
     request: &BuildRequest,
     log: Log,
     stop: watch::Receiver<Stop>,
+    stopping: Stopping,
+    chown: Option<(u32, u32)>,
+    root: Option<String>,
 ) -> Summary {
-    let forward = tokio::spawn(forward_stop(Arc::clone(&executor), stop.clone()));
+    let forward = tokio::spawn(forward_stop(
+        Arc::clone(&executor),
+        stop.clone(),
+        stopping,
+        log.clone(),
+    ));
     let summary = Build::new(executor.as_ref(), request, log.clone(), stop)
         .run()
         .await;
     forward.abort();
+    if let Some((uid, gid)) = chown {
+        give_back(executor.as_ref(), uid, gid, root, &log).await;
+    }
     executor.cleanup().await;
     log.flush();
     summary
 }
 
-/// Carries a stop to the build's processes: SIGTERM for a graceful stop, then SIGKILL.
-async fn forward_stop<E: Executor>(executor: Arc<E>, mut stop: watch::Receiver<Stop>) {
+/// Gives every file of the build's source to `uid:gid`, with `chown` run where the build
+/// ran (in the container as root: what the build and the agent wrote there may be root's).
+async fn give_back<E: Executor>(executor: &E, uid: u32, gid: u32, root: Option<String>, log: &Log) {
+    let spec = crate::exec::ShellSpec {
+        argv: vec![
+            "chown".into(),
+            "-R".into(),
+            "-h".into(),
+            format!("{uid}:{gid}"),
+            executor.src_dir().to_string(),
+        ],
+        env: vec![(
+            "PATH".to_string(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        )],
+        cwd: "/".to_string(),
+        user: root,
+    };
+    let status = match executor.start_shell(spec).await {
+        Ok(mut handle) => {
+            let mut status = None;
+            while let Some(chunk) = handle.output.recv().await {
+                if let crate::exec::Chunk::Exited(code) = chunk {
+                    status = Some(code);
+                }
+            }
+            status
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot start chown");
+            None
+        }
+    };
+    if status != Some(0) {
+        log.agent(&format!(
+            "Warning: could not give the source's files back to {uid}:{gid}; some may belong to another user"
+        ));
+    }
+}
+
+/// Carries a stop to the build's processes: SIGTERM for a graceful stop, SIGKILL when the
+/// command still runs after the grace period (then `finally` runs), SIGKILL to everything
+/// on a second Ctrl-C. Each step is said in the log.
+async fn forward_stop<E: Executor + KillCommands>(
+    executor: Arc<E>,
+    mut stop: watch::Receiver<Stop>,
+    stopping: Stopping,
+    log: Log,
+) {
     if stop.wait_for(|s| *s >= Stop::Graceful).await.is_err() {
         return;
     }
+    let grace = humantime_short(stopping.grace);
+    let running = stopping.tracker.running();
+    if *stop.borrow() == Stop::Graceful {
+        log.agent(&format!(
+            "Stopping: SIGTERM sent to the running command; SIGKILL in {grace} if it is still running, then `finally` runs (Ctrl-C again skips `finally` and stops now)"
+        ));
+    }
     executor.signal_all(Signal::Term).await;
-    if stop.wait_for(|s| *s >= Stop::Now).await.is_err() {
-        return;
+    let now = tokio::select! {
+        () = tokio::time::sleep(stopping.grace) => false,
+        result = stop.wait_for(|s| *s >= Stop::Now) => result.is_ok(),
+    };
+    if !now {
+        if running.is_some() && stopping.tracker.running() == running {
+            log.agent(&format!(
+                "The command is still running {grace} after SIGTERM: SIGKILL sent"
+            ));
+            executor.kill_commands().await;
+        }
+        if stop.wait_for(|s| *s >= Stop::Now).await.is_err() {
+            return;
+        }
     }
     executor.signal_all(Signal::Kill).await;
 }
 
-/// First Ctrl-C: the running commands get SIGTERM and `finally` blocks run; second:
-/// everything is killed now.
-async fn watch_ctrl_c(stop: watch::Sender<Stop>) {
+/// `10 s`, `1m30s`.
+fn humantime_short(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    if secs < 60 {
+        format!("{secs} s")
+    } else if secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+/// Says something in the log of every build running now, or on standard error when no
+/// build has a log of its own here (a batch's members).
+#[derive(Clone, Default)]
+struct Announcer(Arc<std::sync::Mutex<Vec<Log>>>);
+
+impl Announcer {
+    fn add(&self, log: &Log) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(log.clone());
+    }
+
+    fn say(&self, text: &str) {
+        let logs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if logs.is_empty() {
+            eprintln!("{text}");
+        }
+        for log in logs.iter() {
+            log.agent(text);
+        }
+    }
+}
+
+/// First Ctrl-C: the running commands get SIGTERM (SIGKILL after `--stop-timeout`) and
+/// `finally` blocks run (each build's log says so, see `forward_stop`); second: `finally`
+/// is skipped and everything is killed now.
+async fn watch_ctrl_c(stop: watch::Sender<Stop>, announcer: Announcer) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
-    eprintln!(
-        "Stopping: the running commands get SIGTERM and `finally` runs; press Ctrl-C again to kill everything now"
-    );
     stop.send_replace(Stop::Graceful);
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
-    eprintln!("Killing everything now");
+    announcer.say("Ctrl-C again: `finally` is skipped; every process of the build is killed now");
     stop.send_replace(Stop::Now);
 }
 
@@ -410,12 +666,12 @@ fn write_summary(summary: &serde_json::Value, path: &Path) -> std::io::Result<()
 }
 
 /// Parses a buildspec, printing its diagnostics; `None` when it is not valid.
-fn load_buildspec(path: &Path, display: &str) -> Result<Buildspec, String> {
+fn load_buildspec(path: &Path, display: &str, color: bool) -> Result<Buildspec, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {display}: {e}"))?;
     let source = Source::new(display.to_string(), text);
     let parsed = buildspec::parse_buildspec(&source);
-    let rendered = buildspec::render_all(&source, &parsed.diagnostics, output::color_stderr());
+    let rendered = buildspec::render_all(&source, &parsed.diagnostics, color);
     eprint!("{rendered}");
     let spec = parsed
         .value
@@ -431,35 +687,63 @@ fn load_buildspec(path: &Path, display: &str) -> Result<Buildspec, String> {
     Ok(spec)
 }
 
-/// Turns the flags into a build request, or a message saying what is wrong.
-fn prepare(args: &RunLocalArgs, build_id: String) -> Result<BuildRequest, String> {
-    let source_dir = args
-        .source
-        .canonicalize()
-        .map_err(|e| format!("error: source directory {}: {e}", args.source.display()))?;
+/// The source directory, made absolute: `--source`; else, when the buildspec lies outside
+/// the current directory, the buildspec's directory; else the current directory.
+fn source_dir(args: &RunLocalArgs) -> Result<PathBuf, String> {
+    let canonical = |dir: &Path| {
+        dir.canonicalize()
+            .map_err(|e| format!("error: source directory {}: {e}", dir.display()))
+    };
+    if let Some(dir) = &args.source {
+        return canonical(dir);
+    }
+    let here = canonical(Path::new("."))?;
+    if let Some(buildspec) = &args.buildspec
+        && let Ok(real) = buildspec.canonicalize()
+        && real.is_file()
+        && !real.starts_with(&here)
+        && let Some(parent) = real.parent()
+    {
+        return Ok(parent.to_path_buf());
+    }
+    Ok(here)
+}
+
+/// Turns the flags into a build request, or a message saying what is wrong; with notes
+/// for the engineer (variables skipped, a `.env` not read).
+fn prepare(
+    args: &RunLocalArgs,
+    build_id: String,
+    source_dir: &Path,
+    state_dir: &Path,
+    given_secrets: &std::collections::BTreeMap<String, String>,
+) -> Result<(BuildRequest, Vec<String>), String> {
+    let source_dir = source_dir.to_path_buf();
     let buildspec_path = locate_buildspec(args.buildspec.as_deref(), &source_dir)?;
     let display = buildspec_path.display().to_string();
-    let mut spec = load_buildspec(&buildspec_path, &display)?;
+    let mut spec = load_buildspec(&buildspec_path, &display, output::color_stderr(args.color))?;
     add_job_secrets(&mut spec, args)?;
+    let mut notes = Vec::new();
     let mut env = Vec::new();
     for file in &args.env_file {
-        env.extend(read_env_file(file, "--env-file")?);
+        env.extend(env_input::read_dotenv(file, "--env-file")?);
     }
-    for assignment in &args.env {
-        env.push(
-            crate::build::env::parse_assignment(assignment)
-                .map_err(|e| format!("error: -e: {e}"))?,
-        );
-    }
-    let mut secrets = Vec::new();
-    for assignment in &args.secret {
-        secrets.push(
-            crate::build::env::parse_assignment(assignment)
-                .map_err(|e| format!("error: --secret: {e}"))?,
-        );
-    }
+    let cli_env = env_input::resolve_env(&args.env, env_input::from_environment)?;
+    env.extend(cli_env.vars);
+    notes.extend(cli_env.notes);
+    let cli_secrets =
+        env_input::resolve_secrets(&args.secret, given_secrets, env_input::from_environment)?;
+    let mut secrets = cli_secrets.vars;
+    notes.extend(cli_secrets.notes);
     for file in &args.secret_file {
-        secrets.extend(read_env_file(file, "--secret-file")?);
+        secrets.extend(env_input::read_dotenv(file, "--secret-file")?);
+    }
+    if args.env_file.is_empty() && !args.control_stdin && source_dir.join(".env").is_file() {
+        notes.push(format!(
+            "Note: {} was not read; to give its variables to the build, add --env-file {}",
+            source_dir.join(".env").display(),
+            source_dir.join(".env").display()
+        ));
     }
     let image = match args.executor {
         args::ExecutorKind::Docker => Some(args.image.clone()),
@@ -477,13 +761,13 @@ fn prepare(args: &RunLocalArgs, build_id: String) -> Result<BuildRequest, String
     let artifacts_dir = match (&args.artifacts, args.artifacts_s3()) {
         (Some(dir), None) => dir.clone(),
         // Reports stay local when artifacts go to S3.
-        _ => source_dir.join(".agent/artifacts"),
+        _ => state_dir.join("artifacts"),
     };
     let cache_dir = args
         .cache_dir
         .clone()
-        .unwrap_or_else(|| source_dir.join(".agent/cache"));
-    Ok(BuildRequest {
+        .unwrap_or_else(|| state_dir.join("cache"));
+    let request = BuildRequest {
         build_id,
         buildspec: spec,
         buildspec_path: display,
@@ -501,7 +785,8 @@ fn prepare(args: &RunLocalArgs, build_id: String) -> Result<BuildRequest, String
         cache_s3: None,
         source_url: None,
         initiator: std::env::var("USER").unwrap_or_else(|_| "local".to_string()),
-    })
+    };
+    Ok((request, notes))
 }
 
 /// Adds the job's secret references to the buildspec's, so that they are resolved and
@@ -542,13 +827,6 @@ fn add_job_secrets(spec: &mut Buildspec, args: &RunLocalArgs) -> Result<(), Stri
         });
     }
     Ok(())
-}
-
-fn read_env_file(file: &Path, flag: &str) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("error: {flag} {}: {e}", file.display()))?;
-    crate::build::env::parse_env_file(&text)
-        .map_err(|e| format!("error: {flag} {}: {e}", file.display()))
 }
 
 /// A relative path is looked up from the current directory first, then from the source.
