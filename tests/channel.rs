@@ -77,7 +77,7 @@ fn a_process_that_reads_the_shells_input_fails_the_build() {
         );
         p
     };
-    for (exec, p, run, _) in on_both(make, &[]) {
+    for (exec, p, run, _) in on_both(make, &["--bind"]) {
         let why = explain(exec, &run);
         assert_eq!(run.code, 1, "{why}");
         assert_eq!(run.status(), "FAILED", "{why}");
@@ -121,7 +121,7 @@ fn a_command_answered_in_the_shells_place_is_found_out() {
             p.write("forge.sh", &format!("{INPUT}{FORGER}"));
             p
         };
-        for (exec, p, run, _) in on_both(make, &[]) {
+        for (exec, p, run, _) in on_both(make, &["--bind"]) {
             let why = explain(exec, &run);
             let stolen = stolen_seq(&p, "frame.txt")
                 .unwrap_or_else(|| panic!("the forger read no frame: {why}"));
@@ -159,7 +159,7 @@ fn a_status_line_flipped_from_failure_to_success_is_refused() {
         );
         p
     };
-    for (exec, p, run, _) in on_both(make, &[]) {
+    for (exec, p, run, _) in on_both(make, &["--bind"]) {
         let why = explain(exec, &run);
         assert_eq!(run.status(), "FAILED", "{why}");
         assert!(run.stdout.contains("was forged"), "{why}");
@@ -220,7 +220,7 @@ fn lines_that_look_like_reports_without_the_token_are_output() {
             "version: 0.2\nphases:\n  build:\n    commands:\n      - printf '\\036deadbeef:rc:1:0:x:/\\n'\n      - printf 'a\\036b\\n'\n      - echo fine\n",
         )
     };
-    for (exec, _, run, _) in on_both(make, &[]) {
+    for (exec, _, run, _) in on_both(make, &["--bind"]) {
         let why = explain(exec, &run);
         assert_eq!(run.status(), "SUCCEEDED", "{why}");
         assert!(run.printed("\u{1e}deadbeef:rc:1:0:x:/"), "{why}");
