@@ -156,7 +156,7 @@ fn secret_of(len: usize, unicode: bool, seed: u64) -> Vec<u8> {
         let r = (state >> 33) as usize;
         if unicode {
             let w = wide[r % wide.len()].as_bytes();
-            if out.len() + w.len() > len && out.len() + 1 <= len {
+            if out.len() + w.len() > len && out.len() < len {
                 out.push(ascii[r % ascii.len()]);
             } else {
                 out.extend_from_slice(w);
