@@ -618,4 +618,49 @@ mod tests {
             ]
         );
     }
+
+    /// `Log::output` throughput with one 40-byte secret on 33-byte lines, written 33 bytes
+    /// and 64 KiB at a time, to a sink that only counts; prints MB/s. Run with
+    /// `cargo test -p agent --release --lib logs::tests::throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn throughput() {
+        struct Count(usize);
+        impl Sink for Count {
+            fn name(&self) -> &str {
+                "count"
+            }
+            fn line(&mut self, record: &Record<'_>) -> std::io::Result<()> {
+                self.0 += record.line.len() + 1;
+                Ok(())
+            }
+        }
+        let mut chunk = Vec::new();
+        while chunk.len() < 64 * 1024 {
+            chunk.extend_from_slice(b"step 0042: compiling module foo!\n");
+        }
+        let secret = "Zq8\"kP/2+mX=v&Lw\\9yT4 a%b?c#d<e>f;g@h:".to_string();
+        let total: usize = std::env::var("LOG_BENCH_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
+            * 1024
+            * 1024;
+        for (label, piece) in [("33-byte writes", 33), ("64 KiB writes", chunk.len())] {
+            let log = Log::new(std::slice::from_ref(&secret), vec![Box::new(Count(0))]);
+            let started = std::time::Instant::now();
+            let mut done = 0;
+            while done < total {
+                for p in chunk.chunks(piece) {
+                    log.output(p);
+                }
+                done += chunk.len();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "Log::output, 1 secret, 33-byte lines, {label}: {:.0} MB/s",
+                done as f64 / secs / 1e6
+            );
+        }
+    }
 }
