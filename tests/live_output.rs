@@ -170,3 +170,50 @@ mod docker {
         super::a_partial_line_shows_before_its_end(super::Exec::Docker);
     }
 }
+
+/// `--json-logs` records say which phase, which command (its index in the phase) and
+/// which stream a line came from.
+#[test]
+fn json_records_name_the_phase_command_and_stream() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  install:\n    commands:\n      - echo in-\"stall\"\n  build:\n    commands:\n      - echo zero\n      - echo o\"ne\"\n    finally:\n      - echo fi\"nal\"\n",
+    );
+    let run = common::run_local(&p, Exec::Host, &["--json-logs"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let records: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let output = |line: &str| {
+        records
+            .iter()
+            .find(|r| r["origin"] == "output" && r["line"] == line)
+            .unwrap_or_else(|| panic!("no {line}:\n{}", run.stdout))
+            .clone()
+    };
+    for (line, phase, command) in [
+        ("in-stall", "INSTALL", 0),
+        ("zero", "BUILD", 0),
+        ("one", "BUILD", 1),
+        ("final", "BUILD", 2),
+    ] {
+        let r = output(line);
+        assert_eq!(r["phase"], phase, "{r}");
+        assert_eq!(r["command"], command, "{r}");
+        assert_eq!(r["stream"], "stdout", "{r}");
+    }
+    let entering = records
+        .iter()
+        .find(|r| {
+            r["line"]
+                .as_str()
+                .unwrap()
+                .ends_with("Entering phase BUILD")
+        })
+        .unwrap();
+    assert_eq!(entering["origin"], "agent");
+    assert_eq!(entering["phase"], "BUILD");
+    assert_eq!(entering["command"], serde_json::Value::Null);
+    assert_eq!(entering["stream"], serde_json::Value::Null);
+}
