@@ -1,5 +1,11 @@
 //! One log pipeline for a build: every byte of command output and every agent line is
 //! masked, split into lines, timestamped and written to every sink, in bounded memory.
+//!
+//! Output is live: the sinks are flushed after each chunk of output ([`Log::output`]), so a
+//! line reaches the terminal and the log file as the command prints it; when output pauses,
+//! [`Log::idle`] shows the line in progress on the sinks that can show part of a line
+//! (terminal, log file), as far as the masker allows. The S3 log gets each whole line at
+//! once and saves a checkpoint every [`s3::CHECKPOINT_EVERY`].
 
 mod mask;
 pub mod s3;
