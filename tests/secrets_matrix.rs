@@ -326,7 +326,7 @@ fn base64_cores(secret: &str) -> Vec<String> {
 /// Every encoded form (JSON, URL, base64 wrapped at 76 and 64 with LF and CRLF, at offsets
 /// 0, 1 and 2, URL-safe) of secrets of 20 to 3,000 bytes and a non-ASCII one, printed by
 /// the build on each executor, reaches no sink: the terminal (on docker: `--json-logs`),
-/// the log file, the summary.
+/// the log file, the S3 log (on the host, in moto), the summary.
 #[test]
 fn encoded_forms_of_every_size_reach_no_sink_on_either_executor() {
     let secrets = matrix_secrets();
@@ -356,9 +356,37 @@ fn encoded_forms_of_every_size_reach_no_sink_on_either_executor() {
             .chain(docker.then(|| "--json-logs".to_string()))
             .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = run_local(&p, exec, &args);
+        // On the host the log goes to S3 (moto) too.
+        let (run, bucket) = if docker {
+            (run_local(&p, exec, &args), None)
+        } else {
+            let bucket = format!("matrix-{}", std::process::id());
+            common::boto3(&format!(
+                "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
+            ));
+            let summary = p.path().join(".summary.json");
+            let output = common::agent()
+                .args(["run-local", "--executor", "host", "--summary"])
+                .arg(&summary)
+                .arg("--source")
+                .arg(p.path())
+                .args(["--logs", &format!("s3://{bucket}/ci")])
+                .args(&args)
+                .envs(common::aws_env())
+                .output()
+                .unwrap();
+            (common::finish(output, &summary), Some(bucket))
+        };
         assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
         let build_id = run.summary["build_id"].as_str().unwrap().to_string();
+        let s3_log = bucket.map_or_else(String::new, |bucket| {
+            common::boto3(&format!(
+                "import gzip, sys\nb = boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='ci/logs/{build_id}.log')['Body'].read()\nsys.stdout.write(gzip.decompress(b).decode())"
+            ))
+        });
+        if !docker {
+            assert!(s3_log.contains("TOOL_S20: "), "{s3_log}");
+        }
         let log =
             std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
                 .unwrap();
@@ -378,6 +406,7 @@ fn encoded_forms_of_every_size_reach_no_sink_on_either_executor() {
             ("terminal", terminal.as_str()),
             ("stderr", run.stderr.as_str()),
             ("log file", log.as_str()),
+            ("S3 log", s3_log.as_str()),
             ("summary", summary.as_str()),
         ];
         let flat = |t: &str| t.replace(['\r', '\n'], "");
