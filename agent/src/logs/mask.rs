@@ -141,7 +141,13 @@ impl Masker {
     /// A masker for `secrets` (all of them, old and new) that takes over this one's stream:
     /// output held back so far is kept and scanned again for the new values.
     pub fn extended<S: AsRef<[u8]>>(&mut self, secrets: &[S]) -> Masker {
-        let mut next = Masker::new(secrets);
+        self.continued_with(&Masker::new(secrets))
+    }
+
+    /// A masker for the values `template` masks that takes over this one's stream, as
+    /// [`Masker::extended`] does (one set of patterns can serve several streams).
+    pub fn continued_with(&mut self, template: &Masker) -> Masker {
+        let mut next = template.fresh();
         let pending = std::mem::take(&mut self.scan.pending);
         next.scan.in_mask = self.scan.in_mask;
         if let Some(patterns) = next.patterns.clone() {

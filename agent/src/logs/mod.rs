@@ -35,8 +35,8 @@ pub enum Origin {
 /// Which of a command's streams output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
-    Stdout,
-    Stderr,
+    Stdout = 0,
+    Stderr = 1,
 }
 
 impl Stream {
@@ -83,13 +83,15 @@ pub struct Log {
 }
 
 struct Inner {
-    masker: Masker,
+    /// One masker a stream, so that output of one stream never splits a value the other
+    /// is printing.
+    maskers: [Masker; 2],
     secrets: Vec<String>,
     /// The output line not ended yet, masked.
     partial: Vec<u8>,
     /// How much of `partial` was shown to the sinks that show partial lines.
     partial_shown: usize,
-    /// The stream the output in `partial` and held back by the masker came from.
+    /// The stream the output in `partial` came from.
     stream: Stream,
     phase: Option<String>,
     command: Option<usize>,
@@ -110,7 +112,10 @@ impl Log {
     pub fn new(secrets: &[String], sinks: Vec<Box<dyn Sink>>) -> Self {
         Log {
             inner: Arc::new(Mutex::new(Inner {
-                masker: Masker::new(secrets),
+                maskers: {
+                    let masker = Masker::new(secrets);
+                    [masker.fresh(), masker]
+                },
                 secrets: secrets.to_vec(),
                 partial: Vec::new(),
                 partial_shown: 0,
@@ -142,12 +147,14 @@ impl Log {
     pub fn output_stream(&self, stream: Stream, bytes: &[u8]) {
         let mut inner = self.lock();
         if stream != inner.stream {
-            inner.end_output();
+            // The line in progress ends; what its masker holds back stays there.
+            inner.end_partial();
             inner.stream = stream;
         }
         let mut masked = std::mem::take(&mut inner.scratch);
         masked.clear();
-        inner.masker.push(bytes, &mut masked);
+        let at = inner.stream as usize;
+        inner.maskers[at].push(bytes, &mut masked);
         inner.append(&masked);
         inner.scratch = masked;
         inner.flush_if_dirty();
@@ -161,7 +168,8 @@ impl Log {
         let mut inner = self.lock();
         let mut masked = std::mem::take(&mut inner.scratch);
         masked.clear();
-        inner.masker.release_idle(&mut masked);
+        let at = inner.stream as usize;
+        inner.maskers[at].release_idle(&mut masked);
         inner.append(&masked);
         inner.scratch = masked;
         if inner.partial.len() > inner.partial_shown {
@@ -209,7 +217,7 @@ impl Log {
         let line = format!(
             "[Container] {} {}",
             timestamp(now),
-            inner.masker.mask_str(text)
+            inner.maskers[0].mask_str(text)
         );
         inner.write(now, Origin::Agent, line.as_bytes());
         inner.flush_if_dirty();
@@ -238,7 +246,10 @@ impl Log {
         }
         inner.secrets.extend(fresh);
         let all = inner.secrets.clone();
-        inner.masker = inner.masker.extended(&all);
+        let template = Masker::new(&all);
+        for masker in &mut inner.maskers {
+            *masker = masker.continued_with(&template);
+        }
     }
 
     /// Ends the log: flushes every sink and tells it nothing more will come.
@@ -253,7 +264,7 @@ impl Log {
 
     /// Masks `text` with the build's secrets, for messages that leave through other paths.
     pub fn mask(&self, text: &str) -> String {
-        self.lock().masker.mask_str(text)
+        self.lock().maskers[0].mask_str(text)
     }
 
     /// Starts keeping the latest output (masked), replacing any earlier capture.
@@ -297,16 +308,33 @@ impl Inner {
         }
     }
 
-    /// Releases what the masker holds and writes the partial line, if any.
+    /// Releases what the maskers hold and writes the partial lines, if any: the current
+    /// stream's first.
     fn end_output(&mut self) {
-        let mut rest = Vec::new();
-        self.masker.flush(&mut rest);
-        if !rest.is_empty() {
-            self.append(&rest);
+        let current = self.stream;
+        let other = match current {
+            Stream::Stdout => Stream::Stderr,
+            Stream::Stderr => Stream::Stdout,
+        };
+        for stream in [current, other] {
+            self.stream = stream;
+            let mut rest = Vec::new();
+            self.maskers[stream as usize].flush(&mut rest);
+            if !rest.is_empty() {
+                self.append(&rest);
+            }
+            self.end_partial();
         }
+        self.stream = current;
+    }
+
+    /// Writes the line in progress, if any, as a whole line.
+    fn end_partial(&mut self) {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             self.write(OffsetDateTime::now_utc(), Origin::Output, &line);
+            self.partial = line;
+            self.partial.clear();
         }
     }
 
@@ -668,5 +696,46 @@ mod tests {
                 done as f64 / secs / 1e6
             );
         }
+    }
+
+    #[test]
+    fn the_other_stream_does_not_split_a_value_being_printed() {
+        let memory = Memory::default();
+        let log = Log::new(
+            &["hunter2secret".to_string()],
+            vec![Box::new(memory.clone())],
+        );
+        log.output(b"pw: hunter");
+        log.output_stream(Stream::Stderr, b"warn");
+        log.output(b"2secret\n");
+        log.output_stream(Stream::Stderr, b"ing: hunter2");
+        log.output(b"out\n");
+        log.output_stream(Stream::Stderr, b"secret\n");
+        log.flush();
+        let got: Vec<(String, String)> = memory
+            .1
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["stream"].as_str().unwrap().to_string(),
+                    r["line"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let want = [
+            ("stdout", "pw: "),
+            ("stderr", "warn"),
+            ("stdout", "***"),
+            ("stderr", "ing: "),
+            ("stdout", "out"),
+            ("stderr", "***"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(s, l)| (s.to_string(), l.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 }
