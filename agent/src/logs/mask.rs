@@ -36,6 +36,7 @@
 //! progress, which keeps a stream of blank lines from being held back.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use aho_corasick::automaton::{Automaton, StateID};
@@ -59,6 +60,30 @@ pub const MAX_BREAK: usize = 16;
 /// pattern byte); above, a compact NFA.
 const DFA_LIMIT: usize = 8 * 1024;
 
+/// A map keyed by state: state IDs are small integers, hashed with one multiplication
+/// (the default hasher made building for long values several times slower).
+type StateMap<V> = HashMap<StateID, V, BuildHasherDefault<StateHasher>>;
+
+#[derive(Default)]
+struct StateHasher(u64);
+
+impl Hasher for StateHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 fn is_break(b: u8) -> bool {
     b == b'\n' || b == b'\r'
 }
@@ -74,7 +99,7 @@ struct Patterns {
     start: StateID,
     /// For each state, how many of the last bytes (line breaks not counted) may still
     /// become part of a match.
-    hold: HashMap<StateID, usize>,
+    hold: StateMap<usize>,
     /// The bytes that leave the automaton in its start state (line breaks excepted).
     stays: [bool; 256],
     longest: usize,
@@ -295,10 +320,10 @@ impl Patterns {
 /// it learns every state's depth (its string's length) in order. The longest suffix of a
 /// state's string that `b` extends into a pattern prefix is one byte shorter than the depth
 /// of the state `b` leads to; the longest over every byte is the state's hold.
-fn holds<A: Automaton>(a: &A, alphabet: &[u8]) -> Option<(StateID, HashMap<StateID, usize>)> {
+fn holds<A: Automaton>(a: &A, alphabet: &[u8]) -> Option<(StateID, StateMap<usize>)> {
     let start = a.start_state(Anchored::No).ok()?;
-    let mut depth = HashMap::new();
-    let mut hold = HashMap::new();
+    let mut depth = StateMap::default();
+    let mut hold = StateMap::default();
     depth.insert(start, 0usize);
     let mut queue = VecDeque::from([(start, 0usize)]);
     while let Some((state, d)) = queue.pop_front() {
