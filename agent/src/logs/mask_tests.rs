@@ -451,3 +451,123 @@ fn adjacent_masks_are_one_mask_however_split() {
     let out = masked_every_way(&Masker::new(&[secret]), &stream, 5);
     assert_eq!(out, b"*** ***");
 }
+
+/// A small deterministic generator for the randomized test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as usize
+    }
+    fn below(&mut self, n: usize) -> usize {
+        self.next() % n.max(1)
+    }
+    fn bytes(&mut self, len: usize, alphabet: &[u8]) -> Vec<u8> {
+        (0..len)
+            .map(|_| alphabet[self.below(alphabet.len())])
+            .collect()
+    }
+    /// Fewer than `max` bytes.
+    fn some(&mut self, max: usize, alphabet: &[u8]) -> Vec<u8> {
+        let len = self.below(max);
+        self.bytes(len, alphabet)
+    }
+}
+
+/// Random values (some with line breaks, some non-ASCII) written in random encodings at
+/// random offsets and wrap widths into random text, cut at random points: the output does
+/// not depend on the cuts, keeps every line break, and holds no form of any value.
+#[test]
+fn random_values_in_random_forms_and_cuts() {
+    let mut rng = Rng(42);
+    let text_alphabet = b"ab c\n\r=+/%\"\\xyzAQ019";
+    let secret_alphabet: Vec<u8> = b"Zq8\"kP/2+mX=v&Lw\\9yT4 a%b?c#d<e>f;g@h:i\n"
+        .iter()
+        .copied()
+        .chain("äé€".bytes())
+        .collect();
+    for round in 0..100 {
+        let count = 1 + rng.below(3);
+        let secrets: Vec<Vec<u8>> = (0..count)
+            .map(|_| {
+                let len = [2, 3, 4, 5, 20, 57, 58, 90][rng.below(8)];
+                let s = rng.bytes(len, &secret_alphabet);
+                // Whole characters only, so every value has its JSON forms.
+                String::from_utf8_lossy(&s).into_owned().into_bytes()
+            })
+            .collect();
+        let refs: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
+        let masker = Masker::new(&refs);
+        let mut stream = rng.some(40, text_alphabet);
+        for _ in 0..1 + rng.below(4) {
+            let secret = &secrets[rng.below(secrets.len())];
+            let form = match rng.below(7) {
+                0 => secret.clone(),
+                1 => serde_json::to_string(&String::from_utf8_lossy(secret))
+                    .unwrap()
+                    .into_bytes(),
+                2 => json_dumps_ascii(&String::from_utf8_lossy(secret), rng.below(2) == 0)
+                    .into_bytes(),
+                3 => quote(secret, "/", false, rng.below(2) == 0).into_bytes(),
+                4 => quote(secret, "", true, rng.below(2) == 0).into_bytes(),
+                _ => {
+                    let mut plain = rng.some(5, text_alphabet);
+                    plain.extend_from_slice(secret);
+                    plain.extend(rng.some(3, text_alphabet));
+                    let alphabet = if rng.below(2) == 0 {
+                        BASE64
+                    } else {
+                        BASE64_URL
+                    };
+                    let eol: &[u8] = if rng.below(2) == 0 { b"\n" } else { b"\r\n" };
+                    wrapped(&base64(&plain, alphabet), rng.below(80), eol)
+                }
+            };
+            stream.extend_from_slice(&form);
+            stream.extend(rng.some(20, text_alphabet));
+        }
+        let out = masked_every_way(&masker, &stream, 1 + rng.below(50));
+        let breaks = |b: &[u8]| b.iter().filter(|&&c| is_break(c)).count();
+        assert_eq!(breaks(&out), breaks(&stream), "round {round}");
+        let flat = strip_breaks(&out);
+        for s in &secrets {
+            let chars = s.iter().filter(|&&b| !is_break(b)).count();
+            if s.iter().all(u8::is_ascii_whitespace) || chars < MIN_MASKED {
+                continue;
+            }
+            let what = || {
+                format!(
+                    "round {round}: {:?} in {:?} -> {:?}",
+                    String::from_utf8_lossy(s),
+                    String::from_utf8_lossy(&stream),
+                    String::from_utf8_lossy(&out)
+                )
+            };
+            assert!(!contains(&out, s), "{}", what());
+            if chars < MIN_ENCODED || s.iter().any(|&b| is_break(b)) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(s);
+            for form in [
+                json_dumps_ascii(&text, false),
+                json_dumps_ascii(&text, true),
+                quote(s, "/", false, true),
+                quote(s, "", true, false),
+            ] {
+                assert!(!contains(&out, form.as_bytes()), "{form}: {}", what());
+            }
+            for alphabet in [BASE64, BASE64_URL] {
+                for offset in 0..3 {
+                    let core = stable_base64(s, offset, alphabet);
+                    if core.len() >= MIN_ENCODED {
+                        assert!(!contains(&flat, &core), "base64: {}", what());
+                    }
+                }
+            }
+        }
+    }
+}
