@@ -228,3 +228,226 @@ fn a_failed_assume_role_message_does_not_show_the_callers_secrets() {
         }
     }
 }
+
+/// A value of `len` bytes that needs JSON and URL escaping (`"`, `\`, `/`, `+`, `=`, `&`,
+/// space) and has no `*` (a mask's neighbours could rebuild a value with `*`).
+fn sized_secret(len: usize, seed: u64) -> String {
+    const CHARS: &[u8] = b"Zq8\"kP/2+mX=v&Lw\\9yT4 a%b?c#d<e>f;g@h:iABCDEFGHJ0123456789";
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            CHARS[(state >> 33) as usize % CHARS.len()] as char
+        })
+        .collect()
+}
+
+/// The secrets of the encodings matrix: the sizes around base64's 57-byte line, a long one
+/// and a non-ASCII one (with an astral character, for JSON's surrogate pairs).
+fn matrix_secrets() -> Vec<(&'static str, String)> {
+    vec![
+        ("S20", sized_secret(20, 1)),
+        ("S57", sized_secret(57, 2)),
+        ("S58", sized_secret(58, 3)),
+        ("S200", sized_secret(200, 4)),
+        ("S3000", sized_secret(3000, 5)),
+        ("UNI", "pässwörd/€ geheim😀x\"y".to_string()),
+    ]
+}
+
+/// Writes every encoded form of every secret into `forms/<secret>_<form>` with Python's
+/// own encoders, as a build would produce them; returns, per secret, the unwrapped forms
+/// that must appear in no sink.
+fn write_forms(p: &Project, secrets: &[(&str, String)]) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import base64, json, os, re, sys, urllib.parse
+out = {}
+os.makedirs("forms", exist_ok=True)
+def wrap(text, width, eol):
+    return eol.join(text[i:i + width] for i in range(0, len(text), width)) + eol
+def lower_hex(text):
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+for name in sys.argv[1:]:
+    s = os.environ[name]
+    b = s.encode()
+    forms = {
+        "quote": urllib.parse.quote(s),
+        "quoteplus": urllib.parse.quote_plus(s),
+        "quotelower": lower_hex(urllib.parse.quote(s, safe="")),
+        "jsonascii": json.dumps(s),
+        "jsonupper": re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), json.dumps(s)),
+        "jsonplain": json.dumps(s, ensure_ascii=False),
+        "jsonslash": json.dumps(s).replace("/", "\\/"),
+    }
+    files = dict(forms)
+    files["b76o0"] = base64.encodebytes(b).decode()
+    files["b64o1"] = wrap(base64.b64encode(b"x" + b + b"tail").decode(), 64, "\n")
+    files["b64crlfo2"] = wrap(base64.b64encode(b"xy" + b).decode(), 64, "\r\n")
+    files["b76o2"] = base64.encodebytes(b"xy" + b + b"t").decode()
+    files["urlsafeo1"] = base64.urlsafe_b64encode(b"x" + b).decode()
+    for form, text in files.items():
+        with open(f"forms/{name}_{form}", "w", newline="") as f:
+            f.write(text)
+    out[name] = [v.strip('"') for v in forms.values()]
+json.dump(out, sys.stdout)
+"#;
+    let mut command = std::process::Command::new("python3");
+    command.arg("-c").arg(SCRIPT).current_dir(p.path());
+    for (name, value) in secrets {
+        command.arg(name).env(name, value);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The base64 characters only `secret` determines, at each offset, both alphabets.
+fn base64_cores(secret: &str) -> Vec<String> {
+    let mut cores = Vec::new();
+    for offset in 0..3 {
+        let mut padded = vec![b'x'; offset];
+        padded.extend_from_slice(secret.as_bytes());
+        let encoded = base64(&padded);
+        let skip = [0, 2, 3][offset];
+        let stable = padded.len() * 8 / 6;
+        cores.push(encoded[skip..stable].to_string());
+        cores.push(encoded[skip..stable].replace('+', "-").replace('/', "_"));
+    }
+    cores
+}
+
+/// Every encoded form (JSON, URL, base64 wrapped at 76 and 64 with LF and CRLF, at offsets
+/// 0, 1 and 2, URL-safe) of secrets of 20 to 3,000 bytes and a non-ASCII one, printed by
+/// the build on each executor, reaches no sink: the terminal (on docker: `--json-logs`),
+/// the log file, the S3 log (on the host, in moto), the summary.
+#[test]
+fn encoded_forms_of_every_size_reach_no_sink_on_either_executor() {
+    let secrets = matrix_secrets();
+    let names: Vec<&str> = secrets.iter().map(|(n, _)| *n).collect();
+    let mut commands = vec![
+        // Each file, behind its name as a marker.
+        r#"for f in forms/*; do printf '%s: ' "${f#forms/}"; cat "$f"; echo; done"#.to_string(),
+    ];
+    for name in &names {
+        // The build's own base64, wrapped at 76, at offset 2.
+        commands.push(format!(
+            r#"printf 'TOOL_{name}: '; printf 'xy%s' "${name}" | base64"#
+        ));
+    }
+    let block: String = commands
+        .iter()
+        .map(|c| format!("      - |-\n        {c}\n"))
+        .collect();
+    let spec = format!("version: 0.2\nphases:\n  build:\n    commands:\n{block}");
+    for exec in [Exec::Host, Exec::Docker] {
+        let docker = matches!(exec, Exec::Docker);
+        let p = Project::new(&spec);
+        let forms = write_forms(&p, &secrets);
+        let args: Vec<String> = secrets
+            .iter()
+            .flat_map(|(n, v)| ["--secret".to_string(), format!("{n}={v}")])
+            .chain(docker.then(|| "--json-logs".to_string()))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // On the host the log goes to S3 (moto) too.
+        let (run, bucket) = if docker {
+            (run_local(&p, exec, &args), None)
+        } else {
+            let bucket = format!("matrix-{}", std::process::id());
+            common::boto3(&format!(
+                "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"
+            ));
+            let summary = p.path().join(".summary.json");
+            let output = common::agent()
+                .args(["run-local", "--executor", "host", "--summary"])
+                .arg(&summary)
+                .arg("--source")
+                .arg(p.path())
+                .args(["--logs", &format!("s3://{bucket}/ci")])
+                .args(&args)
+                .envs(common::aws_env())
+                .output()
+                .unwrap();
+            (common::finish(output, &summary), Some(bucket))
+        };
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        let build_id = run.summary["build_id"].as_str().unwrap().to_string();
+        let s3_log = bucket.map_or_else(String::new, |bucket| {
+            common::boto3(&format!(
+                "import gzip, sys\nb = boto3.client('s3', **kw).get_object(Bucket='{bucket}', Key='ci/logs/{build_id}.log')['Body'].read()\nsys.stdout.write(gzip.decompress(b).decode())"
+            ))
+        });
+        if !docker {
+            assert!(s3_log.contains("TOOL_S20: "), "{s3_log}");
+        }
+        let log =
+            std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
+                .unwrap();
+        // JSON lines hold the text escaped: read it back from the records.
+        let terminal = if docker {
+            run.stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|r| r["line"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            run.stdout.clone()
+        };
+        let summary = run.summary.to_string();
+        let sinks = [
+            ("terminal", terminal.as_str()),
+            ("stderr", run.stderr.as_str()),
+            ("log file", log.as_str()),
+            ("S3 log", s3_log.as_str()),
+            ("summary", summary.as_str()),
+        ];
+        let flat = |t: &str| t.replace(['\r', '\n'], "");
+        for (name, value) in &secrets {
+            let mut plain: Vec<String> = vec![value.clone()];
+            plain.extend(
+                forms[name]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.as_str().unwrap().to_string()),
+            );
+            for (sink, text) in sinks {
+                for form in &plain {
+                    assert!(
+                        !text.contains(form.as_str()),
+                        "{} {sink} holds `{form}` (a form of {name}):\n{text}",
+                        if docker { "docker" } else { "host" }
+                    );
+                }
+                let text = flat(text);
+                for core in base64_cores(value) {
+                    assert!(
+                        !text.contains(&core),
+                        "{} {sink} holds `{core}` (base64 of {name})",
+                        if docker { "docker" } else { "host" }
+                    );
+                }
+            }
+        }
+        // Every form was printed, masked.
+        let printed: Vec<String> = std::fs::read_dir(p.path().join("forms"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .chain(names.iter().map(|n| format!("TOOL_{n}")))
+            .collect();
+        for marker in printed {
+            let line = log
+                .lines()
+                .find(|l| l.starts_with(&format!("{marker}: ")))
+                .unwrap_or_else(|| panic!("{marker} printed nothing:\n{log}"));
+            assert!(line.contains("***"), "{marker} is not masked: {line}");
+        }
+    }
+}

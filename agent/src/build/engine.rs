@@ -273,6 +273,7 @@ impl<'a, E: Executor> Build<'a, E> {
     }
 
     async fn run_phase_once(&mut self, name: PhaseName, phase: &Phase) -> Outcome {
+        self.log.set_command(None);
         self.log
             .agent(&format!("Entering phase {}", name.codebuild_name()));
         if !phase.runtime_versions.is_empty() {
@@ -284,7 +285,8 @@ impl<'a, E: Executor> Build<'a, E> {
             .or(self.request.buildspec.run_as.as_ref())
             .map(|u| u.value.clone());
         let mut failure = None;
-        for command in &phase.commands {
+        for (index, command) in phase.commands.iter().enumerate() {
+            self.log.set_command(Some(index));
             if self.stopping() {
                 break;
             }
@@ -293,10 +295,11 @@ impl<'a, E: Executor> Build<'a, E> {
                 break;
             }
         }
-        for command in &phase.finally {
+        for (index, command) in phase.finally.iter().enumerate() {
             if self.stop_now() || self.lost.is_some() || self.tampered.is_some() {
                 break;
             }
+            self.log.set_command(Some(phase.commands.len() + index));
             if let Err(message) = self.command(&command.text, &user).await {
                 failure.get_or_insert(message);
                 break;
@@ -973,6 +976,7 @@ impl<'a, E: Executor> Build<'a, E> {
     }
 
     fn begin(&mut self, phase: &'static str) {
+        self.log.set_context(Some(phase), None);
         self.current = Some((phase, Instant::now()));
     }
 

@@ -23,10 +23,13 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use crate::exec::{Chunk, ExecError, Executor, ShellHandle, ShellSpec};
-use crate::logs::Log;
+use crate::logs::{Log, Stream};
 
 /// Starts the report lines; a byte commands do not print by accident.
 const MARK: u8 = 0x1e;
+
+/// How long output may pause before a partial line is shown.
+const IDLE: Duration = Duration::from_millis(100);
 
 /// The descriptor the shell reports on.
 const REPORT_FD: u8 = 7;
@@ -271,9 +274,7 @@ impl Shell {
         let token = &self.token;
         let fd = REPORT_FD;
         let init = if first {
-            // Errors join the output once, here: a command that closes its standard output
-            // (`exec 1>&-`) leaves the next one's errors where they were.
-            format!("exec {fd}>&1 2>&1; __agent_n=0; ")
+            format!("exec {fd}>&1; __agent_n=0; ")
         } else {
             String::new()
         };
@@ -412,9 +413,14 @@ impl Shell {
             if let Some(code) = self.ended {
                 return Event::Ended(code);
             }
-            match self.handle.output.recv().await {
+            // Output that stops mid-line is shown once the stream has been quiet this long.
+            let Ok(chunk) = tokio::time::timeout(IDLE, self.handle.output.recv()).await else {
+                log.idle();
+                continue;
+            };
+            match chunk {
                 Some(Chunk::Stdout(bytes)) => self.parser.feed(&bytes, log),
-                Some(Chunk::Stderr(bytes)) => log.output(&bytes),
+                Some(Chunk::Stderr(bytes)) => log.output_stream(Stream::Stderr, &bytes),
                 Some(Chunk::Exited(code)) => {
                     self.parser.finish(log);
                     self.ended = Some(code);

@@ -12,11 +12,10 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Origin, Sink};
+use super::{Record, Sink};
 use crate::aws::s3::{PART_SIZE, Progress, PutOptions, S3Error, multipart};
 
 /// How much of a long build a crash of the agent may lose.
@@ -32,9 +31,9 @@ impl Sink for S3LogSink {
         "S3 log"
     }
 
-    fn line(&mut self, _: OffsetDateTime, _: Origin, line: &[u8]) -> std::io::Result<()> {
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line);
+    fn line(&mut self, record: &Record<'_>) -> std::io::Result<()> {
+        let mut bytes = Vec::with_capacity(record.line.len() + 1);
+        bytes.extend_from_slice(record.line);
         bytes.push(b'\n');
         match &self.tx {
             Some(tx) => tx

@@ -7,10 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
 use crate::build::{BuildStatus, Summary};
-use crate::logs::{Origin, Sink};
+use crate::logs::{Origin, Record, Sink};
 
 /// How many lines of a failed command's output the ending repeats.
 pub const TAIL_LINES: usize = 10;
@@ -68,8 +66,9 @@ impl<S: Sink> Sink for Colored<S> {
         self.inner.name()
     }
 
-    fn line(&mut self, at: OffsetDateTime, origin: Origin, line: &[u8]) -> std::io::Result<()> {
-        let painted = (origin == Origin::Agent)
+    fn line(&mut self, record: &Record<'_>) -> std::io::Result<()> {
+        let line = record.line;
+        let painted = (record.origin == Origin::Agent)
             .then(|| agent_message(line))
             .flatten()
             .and_then(|message| {
@@ -91,9 +90,16 @@ impl<S: Sink> Sink for Colored<S> {
                 Some(format!("{head}{colored}"))
             });
         match painted {
-            Some(text) => self.inner.line(at, origin, text.as_bytes()),
-            None => self.inner.line(at, origin, line),
+            Some(text) => self.inner.line(&Record {
+                line: text.as_bytes(),
+                ..*record
+            }),
+            None => self.inner.line(record),
         }
+    }
+
+    fn partial(&mut self, origin: Origin, so_far: &[u8]) -> std::io::Result<()> {
+        self.inner.partial(origin, so_far)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -159,7 +165,8 @@ impl Sink for TrackSink {
         "tracker"
     }
 
-    fn line(&mut self, _: OffsetDateTime, origin: Origin, line: &[u8]) -> std::io::Result<()> {
+    fn line(&mut self, record: &Record<'_>) -> std::io::Result<()> {
+        let (origin, line) = (record.origin, record.line);
         let mut track = self.0.lock();
         if origin == Origin::Output {
             if track.tail.len() == TAIL_LINES {
@@ -322,25 +329,34 @@ mod tests {
         format!("[Container] 2026/11/22 10:00:00.123456 {text}").into_bytes()
     }
 
+    fn record(origin: Origin, line: &[u8]) -> Record<'_> {
+        Record {
+            at: time::OffsetDateTime::now_utc(),
+            origin,
+            line,
+            phase: None,
+            command: None,
+            stream: None,
+        }
+    }
+
     #[test]
     fn the_tracker_keeps_the_first_failure_and_its_last_lines() {
         let tracker = Tracker::default();
         let mut sink = tracker.sink();
-        let now = OffsetDateTime::now_utc();
-        sink.line(now, Origin::Agent, &line("Entering phase BUILD"))
+        sink.line(&record(Origin::Agent, &line("Entering phase BUILD")))
             .unwrap();
-        sink.line(now, Origin::Agent, &line("Running command make test"))
+        sink.line(&record(Origin::Agent, &line("Running command make test")))
             .unwrap();
         assert_eq!(tracker.running(), Some(1));
         for n in 0..15 {
-            sink.line(now, Origin::Output, format!("out {n}").as_bytes())
+            sink.line(&record(Origin::Output, format!("out {n}").as_bytes()))
                 .unwrap();
         }
-        sink.line(
-            now,
+        sink.line(&record(
             Origin::Agent,
             &line("Command did not exit successfully make test exit status 2"),
-        )
+        ))
         .unwrap();
         assert_eq!(tracker.running(), None);
         let failure = tracker.failure().unwrap();
