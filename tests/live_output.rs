@@ -47,8 +47,14 @@ impl Arrivals {
 /// every 20 ms; returns both when the build has ended.
 fn run_watched(spec: &str, exec: Exec) -> (Arrivals, Arrivals) {
     let p = Project::new(spec);
+    let logs = tempfile::tempdir().unwrap();
     let mut command = agent();
-    command.arg("run-local").arg("--source").arg(p.path());
+    command
+        .arg("run-local")
+        .arg("--source")
+        .arg(p.path())
+        .arg("--log-dir")
+        .arg(logs.path());
     match exec {
         Exec::Host => command.args(["--executor", "host"]),
         Exec::Docker => command.args(["--image", busybox_image()]),
@@ -74,12 +80,12 @@ fn run_watched(spec: &str, exec: Exec) -> (Arrivals, Arrivals) {
         })
     };
     let file = Arrivals::default();
-    let logs = p.path().join(".agent/logs");
+    let logs = logs.path();
     let started = Instant::now();
     let mut seen = 0;
     loop {
         let done = child.try_wait().unwrap().is_some();
-        let text = std::fs::read_dir(&logs)
+        let text = std::fs::read_dir(logs)
             .ok()
             .and_then(|mut d| d.next())
             .and_then(|e| e.ok())

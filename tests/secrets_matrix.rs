@@ -386,9 +386,7 @@ fn encoded_forms_of_every_size_reach_no_sink_on_either_executor() {
         if !docker {
             assert!(s3_log.contains("TOOL_S20: "), "{s3_log}");
         }
-        let log =
-            std::fs::read_to_string(p.path().join(".agent/logs").join(format!("{build_id}.log")))
-                .unwrap();
+        let log = std::fs::read_to_string(p.log_file(&build_id)).unwrap();
         // JSON lines hold the text escaped: read it back from the records.
         let terminal = if docker {
             run.stdout

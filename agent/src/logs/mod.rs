@@ -97,6 +97,8 @@ struct Inner {
     command: Option<usize>,
     /// Something was written since the sinks were last flushed.
     dirty: bool,
+    /// Idle calls since the last output.
+    quiet: u32,
     scratch: Vec<u8>,
     sinks: Vec<Box<dyn Sink>>,
     errors: Vec<String>,
@@ -107,6 +109,10 @@ struct Inner {
 
 /// How much recent output a capture keeps.
 const CAPTURE: usize = 64 * 1024;
+
+/// After this many idle calls in a row (100 ms apart from the shell reader: a second),
+/// what the masker holds back is released.
+const RELEASE_AFTER: u32 = 10;
 
 impl Log {
     pub fn new(secrets: &[String], sinks: Vec<Box<dyn Sink>>) -> Self {
@@ -123,6 +129,7 @@ impl Log {
                 phase: None,
                 command: None,
                 dirty: false,
+                quiet: 0,
                 scratch: Vec::new(),
                 sinks,
                 errors: Vec::new(),
@@ -151,6 +158,7 @@ impl Log {
             inner.end_partial();
             inner.stream = stream;
         }
+        inner.quiet = 0;
         let mut masked = std::mem::take(&mut inner.scratch);
         masked.clear();
         let at = inner.stream as usize;
@@ -169,7 +177,16 @@ impl Log {
         let mut masked = std::mem::take(&mut inner.scratch);
         masked.clear();
         let at = inner.stream as usize;
-        inner.maskers[at].release_idle(&mut masked);
+        inner.quiet = inner.quiet.saturating_add(1);
+        if inner.quiet == RELEASE_AFTER {
+            // Quiet this long, the stream is taken as ended: what could still have been
+            // the start of a secret (the end of a line, when a wrapped encoding might go
+            // on in the next one) is shown. A build that prints a wrapped value slowly,
+            // a second between its lines, is the price; a line held back for good is not.
+            inner.maskers[at].flush(&mut masked);
+        } else {
+            inner.maskers[at].release_idle(&mut masked);
+        }
         inner.append(&masked);
         inner.scratch = masked;
         if inner.partial.len() > inner.partial_shown {
@@ -466,6 +483,28 @@ mod tests {
             "{}",
             got[3].1
         );
+    }
+
+    /// A line whose end could begin a wrapped secret waits for what follows, but not for
+    /// good: after a second of quiet it goes out whole, and a secret that then continues
+    /// in one piece is still masked.
+    #[test]
+    fn a_line_held_for_a_possible_secret_goes_out_after_a_second_of_quiet() {
+        let memory = Memory::default();
+        let log = Log::new(
+            &["hunter2secret".to_string()],
+            vec![Box::new(memory.clone())],
+        );
+        log.output(b"pw=hun\n");
+        for _ in 1..RELEASE_AFTER {
+            log.idle();
+        }
+        assert!(lines(&memory).is_empty(), "{:?}", lines(&memory));
+        log.idle();
+        assert_eq!(lines(&memory), vec![(Origin::Output, "pw=hun".to_string())]);
+        log.output(b"then hunter2secret\n");
+        log.flush();
+        assert_eq!(lines(&memory)[1], (Origin::Output, "then ***".to_string()));
     }
 
     #[test]
