@@ -181,10 +181,16 @@ mod docker {
 /// which stream a line came from.
 #[test]
 fn json_records_name_the_phase_command_and_stream() {
+    for exec in [Exec::Host, Exec::Docker] {
+        json_records_of(exec);
+    }
+}
+
+fn json_records_of(exec: Exec) {
     let p = Project::new(
-        "version: 0.2\nphases:\n  install:\n    commands:\n      - echo in-\"stall\"\n  build:\n    commands:\n      - echo zero\n      - echo o\"ne\"\n    finally:\n      - echo fi\"nal\"\n",
+        "version: 0.2\nphases:\n  install:\n    commands:\n      - echo in-\"stall\"\n  build:\n    commands:\n      - echo zero\n      - echo o\"ne\"; echo to-\"err\" >&2\n    finally:\n      - echo fi\"nal\"\n",
     );
-    let run = common::run_local(&p, Exec::Host, &["--json-logs"]);
+    let run = common::run_local(&p, exec, &["--json-logs"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let records: Vec<serde_json::Value> = run
         .stdout
@@ -209,6 +215,9 @@ fn json_records_name_the_phase_command_and_stream() {
         assert_eq!(r["command"], command, "{r}");
         assert_eq!(r["stream"], "stdout", "{r}");
     }
+    let err = output("to-err");
+    assert_eq!(err["stream"], "stderr", "{err}");
+    assert_eq!(err["command"], 1, "{err}");
     let entering = records
         .iter()
         .find(|r| {

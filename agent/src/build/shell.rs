@@ -34,6 +34,13 @@ const IDLE: Duration = Duration::from_millis(100);
 /// The descriptor the shell reports on.
 const REPORT_FD: u8 = 7;
 
+/// The copy of the shell's standard error that frames end on.
+const ERR_FD: u8 = 8;
+
+/// How long the end of a frame on standard error is waited for once its status is in; a
+/// build that closed descriptor 8 costs this much a command, not a hang.
+const ERR_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a shell may take to acknowledge a frame. It is idle, waiting for it, when the
 /// frame is sent; a missing acknowledgement means something else took the frame.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,6 +73,11 @@ pub struct Shell {
     handle: ShellHandle,
     token: String,
     parser: Parser,
+    /// Standard error, where each frame ends with a mark too: once it is read, everything
+    /// the frame's command wrote there has been, and no error line slips past its command.
+    err_parser: Parser,
+    /// The last frame whose mark on standard error was read.
+    err_done: u64,
     /// Set once the shell has ended.
     ended: Option<i64>,
     /// Frames sent so far.
@@ -115,6 +127,10 @@ enum Report {
         proof: String,
         value: Option<Vec<u8>>,
     },
+    /// The end of a frame, on standard error.
+    End {
+        seq: u64,
+    },
     /// A line with the build's token that is none of the above.
     Malformed(String),
 }
@@ -142,7 +158,9 @@ impl Shell {
         Ok(Shell {
             handle,
             token: token.to_string(),
-            parser: Parser::new(token),
+            parser: Parser::new(token, Stream::Stdout),
+            err_parser: Parser::new(token, Stream::Stderr),
+            err_done: 0,
             ended: None,
             sent: 0,
             tampered: None,
@@ -274,7 +292,7 @@ impl Shell {
         let token = &self.token;
         let fd = REPORT_FD;
         let init = if first {
-            format!("exec {fd}>&1; __agent_n=0; ")
+            format!("exec {fd}>&1 {err}>&2; __agent_n=0; ", err = ERR_FD)
         } else {
             String::new()
         };
@@ -299,9 +317,10 @@ impl Shell {
         // One line: a shell that got only part of it runs none of it. A shell that missed a
         // frame (a process of the build read it) runs nothing more: its count is off.
         let script = format!(
-            "{init}{{ __agent_n=$((__agent_n+1)); printf '\\036{token}:go:{seq}:{go}:%d\\n' \"$__agent_n\" >&{fd} || exit 125; [ \"$__agent_n\" = {seq} ] || exit 125; {body}; {proof}; {report} || exit 125; }}\n",
+            "{init}{{ __agent_n=$((__agent_n+1)); printf '\\036{token}:go:{seq}:{go}:%d\\n' \"$__agent_n\" >&{fd} || exit 125; [ \"$__agent_n\" = {seq} ] || exit 125; {body}; {proof}; {report} || exit 125; printf '\\036{token}:end:{seq}\\n' 2>/dev/null >&{err}; }}\n",
             seq = frame.seq,
             go = frame.go,
+            err = ERR_FD,
         );
         if !self.send(&script).await {
             return Outcome::Ended(self.finish_dead(log).await);
@@ -340,7 +359,7 @@ impl Shell {
             Event::Report(other) => return self.tampered_outcome(unexpected(&other), log),
         }
         // The end of the frame, however long the command runs.
-        match self.next(log).await {
+        let outcome = match self.next(log).await {
             Event::Ended(code) => Outcome::Ended(code),
             Event::Report(Report::Status {
                 seq,
@@ -364,7 +383,22 @@ impl Shell {
                 Outcome::Value(value)
             }
             Event::Report(other) => self.tampered_outcome(unexpected(&other), log),
+        };
+        if !matches!(outcome, Outcome::Status { .. } | Outcome::Value(_)) {
+            return outcome;
         }
+        // What the command wrote to standard error is all in before anything follows it.
+        let deadline = tokio::time::Instant::now() + ERR_WAIT;
+        while self.err_done < frame.seq && self.ended.is_none() {
+            match tokio::time::timeout_at(deadline, self.next_event(log)).await {
+                Err(_) | Ok(Some(Event::Ended(_))) => break,
+                Ok(None) => {}
+                Ok(Some(Event::Report(other))) => {
+                    return self.tampered_outcome(unexpected(&other), log);
+                }
+            }
+        }
+        outcome
     }
 
     fn tampered_outcome(&mut self, why: String, log: &Log) -> Outcome {
@@ -405,13 +439,31 @@ impl Shell {
         }
     }
 
+    /// The next report or the shell's end; marks on standard error are taken in passing.
     async fn next(&mut self, log: &Log) -> Event {
         loop {
+            if let Some(event) = self.next_event(log).await {
+                return event;
+            }
+        }
+    }
+
+    /// Like [`Shell::next`], but `None` as soon as a frame's end is read on standard error.
+    async fn next_event(&mut self, log: &Log) -> Option<Event> {
+        loop {
             if let Some(report) = self.parser.pending.pop_front() {
-                return Event::Report(report);
+                return Some(Event::Report(report));
+            }
+            match self.err_parser.pending.pop_front() {
+                Some(Report::End { seq }) => {
+                    self.err_done = self.err_done.max(seq);
+                    return None;
+                }
+                Some(report) => return Some(Event::Report(report)),
+                None => {}
             }
             if let Some(code) = self.ended {
-                return Event::Ended(code);
+                return Some(Event::Ended(code));
             }
             // Output that stops mid-line is shown once the stream has been quiet this long.
             let Ok(chunk) = tokio::time::timeout(IDLE, self.handle.output.recv()).await else {
@@ -420,13 +472,15 @@ impl Shell {
             };
             match chunk {
                 Some(Chunk::Stdout(bytes)) => self.parser.feed(&bytes, log),
-                Some(Chunk::Stderr(bytes)) => log.output_stream(Stream::Stderr, &bytes),
+                Some(Chunk::Stderr(bytes)) => self.err_parser.feed(&bytes, log),
                 Some(Chunk::Exited(code)) => {
                     self.parser.finish(log);
+                    self.err_parser.finish(log);
                     self.ended = Some(code);
                 }
                 None => {
                     self.parser.finish(log);
+                    self.err_parser.finish(log);
                     self.ended = Some(-1);
                 }
             }
@@ -450,6 +504,7 @@ fn unexpected(report: &Report) -> String {
             format!("a status for command {seq} (exit status {code}) came when none was due")
         }
         Report::Value { seq, .. } => format!("a value for query {seq} came when none was due"),
+        Report::End { seq } => format!("the end of command {seq} came on standard output"),
         Report::Malformed(_) => "a line imitating the agent's reports was printed".to_string(),
     }
 }
@@ -481,19 +536,21 @@ fn octal_escaped(text: &str) -> String {
     out
 }
 
-/// Splits the stdout stream into output and report lines.
+/// Splits a stream of the shell into output and report lines.
 struct Parser {
+    stream: Stream,
     prefix: Vec<u8>,
     buf: Vec<u8>,
     pending: std::collections::VecDeque<Report>,
 }
 
 impl Parser {
-    fn new(token: &str) -> Self {
+    fn new(token: &str, stream: Stream) -> Self {
         let mut prefix = vec![MARK];
         prefix.extend_from_slice(token.as_bytes());
         prefix.push(b':');
         Parser {
+            stream,
             prefix,
             buf: Vec::new(),
             pending: Default::default(),
@@ -505,17 +562,17 @@ impl Parser {
         let mut start = 0;
         loop {
             let Some(offset) = self.buf[start..].iter().position(|&b| b == MARK) else {
-                log.output(&self.buf[start..]);
+                log.output_stream(self.stream, &self.buf[start..]);
                 self.buf.clear();
                 return;
             };
             let mark = start + offset;
-            log.output(&self.buf[start..mark]);
+            log.output_stream(self.stream, &self.buf[start..mark]);
             let rest = &self.buf[mark..];
             let known = rest.len().min(self.prefix.len());
             if rest[..known] != self.prefix[..known] {
                 // A stray mark byte from the build: it is output like any other.
-                log.output(&rest[..1]);
+                log.output_stream(self.stream, &rest[..1]);
                 start = mark + 1;
                 continue;
             }
@@ -531,7 +588,7 @@ impl Parser {
                 return;
             };
             if known < self.prefix.len() {
-                log.output(&rest[..1]);
+                log.output_stream(self.stream, &rest[..1]);
                 start = mark + 1;
                 continue;
             }
@@ -543,7 +600,7 @@ impl Parser {
 
     fn finish(&mut self, log: &Log) {
         let rest = std::mem::take(&mut self.buf);
-        log.output(&rest);
+        log.output_stream(self.stream, &rest);
     }
 }
 
@@ -571,6 +628,9 @@ fn parse_report(line: &str) -> Report {
                     cwd: f.next()?.to_string(),
                 })
             }
+            "end" => Some(Report::End {
+                seq: rest.parse().ok()?,
+            }),
             "val" => {
                 let mut f = rest.splitn(3, ':');
                 let seq = f.next()?.parse().ok()?;
@@ -687,7 +747,7 @@ mod tests {
     #[test]
     fn parser_separates_output_from_reports_across_chunks() {
         let log = Log::new(&[], vec![]);
-        let mut parser = Parser::new("tok");
+        let mut parser = Parser::new("tok", Stream::Stdout);
         parser.feed(b"hello\x1e", &log);
         assert!(parser.pending.is_empty());
         parser.feed(b"to", &log);

@@ -152,6 +152,9 @@ impl Log {
     /// Command output from `stream`. Output from the other stream first ends the line
     /// in progress, so that the two never mix within a line.
     pub fn output_stream(&self, stream: Stream, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         let mut inner = self.lock();
         if stream != inner.stream {
             // The line in progress ends; what its masker holds back stays there.
