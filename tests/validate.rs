@@ -181,8 +181,10 @@ fn bad_flags_are_bad_input() {
 fn version_prints_the_version() {
     let output = agent().arg("version").output().unwrap();
     assert_eq!(output.status.code(), Some(0));
-    assert_eq!(
-        stdout(&output),
-        format!("agent {}\n", env!("CARGO_PKG_VERSION"))
+    // The commit and build date follow (see tests/ops.rs).
+    assert!(
+        stdout(&output).starts_with(&format!("agent {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        stdout(&output)
     );
 }
