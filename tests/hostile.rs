@@ -226,3 +226,80 @@ fn a_host_build_cannot_read_the_agent_through_proc() {
         assert!(!text.contains("control-line-secret"));
     }
 }
+
+/// The pids of live processes whose command line holds `token`.
+fn processes_with(token: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(token) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// Asserts that nothing the build started with `token` in its command line is left (a
+/// little time for a SIGKILL to land), and kills what is, so a failing test leaves nothing.
+fn assert_none_left(token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut left = processes_with(token);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = processes_with(token);
+    }
+    for (pid, _) in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Commands that leave the build's process group and ignore SIGTERM: `setsid`, a double
+/// fork, and a double fork that also empties its environment.
+fn escaping_commands(token: &str) -> String {
+    format!(
+        "      - setsid sh -c 'trap \"\" TERM HUP; while :; do sleep 1; done; true {token}-setsid' &\n\
+         \x20     - (sh -c 'trap \"\" TERM HUP; while :; do sleep 1; done; true {token}-double' >/dev/null 2>&1 &) \n\
+         \x20     - (env -i setsid sh -c 'trap \"\" TERM HUP; while :; do sleep 1; done; true {token}-bare' >/dev/null 2>&1 &) \n\
+         \x20     - sleep 1\n"
+    )
+}
+
+#[test]
+fn processes_that_leave_the_group_end_with_a_host_build() {
+    let token = format!("buildescapee{}", std::process::id());
+    let p = Project::new(&format!(
+        "version: 0.2\nphases:\n  build:\n    commands:\n{}      - echo built\n",
+        escaping_commands(&token)
+    ));
+    let run = run_local(&p, Exec::Host, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("built"), "{}", run.stdout);
+    assert_none_left(&token);
+}
+
+#[test]
+fn processes_that_leave_the_group_end_at_a_host_timeout() {
+    let token = format!("timedescapee{}", std::process::id());
+    let p = Project::new(&format!(
+        "version: 0.2\nphases:\n  build:\n    commands:\n{}      - sleep 300\n",
+        escaping_commands(&token)
+    ));
+    let started = Instant::now();
+    let run = run_local(&p, Exec::Host, &["--timeout", "4s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.status(), "TIMED_OUT", "{}{}", run.stdout, run.stderr);
+    assert_none_left(&token);
+}
