@@ -303,3 +303,161 @@ fn processes_that_leave_the_group_end_at_a_host_timeout() {
     assert_eq!(run.status(), "TIMED_OUT", "{}{}", run.stdout, run.stderr);
     assert_none_left(&token);
 }
+
+/// Runs `command` while sampling its peak RSS (VmHWM); kills it past 400 MiB so that a
+/// regression fails the test instead of the machine. Returns the output and the peak in MiB.
+fn output_measuring_memory(mut command: std::process::Command) -> (std::process::Output, u64) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = std::thread::scope(|s| {
+            let h = s.spawn(|| pipes.1.read_to_end(&mut err).map(|_| ()));
+            pipes.0.read_to_end(&mut out).unwrap();
+            h.join().unwrap()
+        });
+        e.unwrap();
+        (out, err)
+    });
+    let mut peak_kib = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+            if kib > 400 << 10 {
+                let _ = child.kill();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = child.wait().unwrap();
+    let (stdout, stderr) = reader.join().unwrap();
+    (
+        std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        peak_kib / 1024,
+    )
+}
+
+/// 1 MiB buildspecs whose aliases expand far beyond their size: wide aliases of a 512 KiB
+/// scalar, of a 512 KiB mapping, and nested aliases (billion laughs).
+fn alias_bombs() -> Vec<(&'static str, String, usize)> {
+    const MIB: usize = 1 << 20;
+    let mut scalar = format!(
+        "version: 0.2\nenv:\n  variables:\n    BIG: &a \"{}\"\nphases:\n  build:\n    commands: [",
+        "x".repeat(MIB / 2)
+    );
+    let n = (MIB - scalar.len() - 3) / 3;
+    scalar.push_str(&vec!["*a"; n].join(","));
+    scalar.push_str("]\n");
+    let mut mapping = String::from("version: 0.2\nenv:\n  variables: &m\n");
+    let mut i = 0;
+    while mapping.len() < MIB / 2 {
+        mapping.push_str(&format!("    K{i}: v\n"));
+        i += 1;
+    }
+    mapping.push_str("phases:\n  build:\n    commands:\n      - echo\nx: [");
+    let alias_line = mapping.lines().count();
+    let n = (MIB - mapping.len() - 3) / 3;
+    mapping.push_str(&vec!["*m"; n].join(","));
+    mapping.push_str("]\n");
+    let mut laughs = String::from("version: 0.2\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        laughs.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{p}"); 10].join(", ")
+        ));
+    }
+    laughs.push_str("phases:\n  build:\n    commands:\n      - echo\n");
+    vec![
+        ("wide aliases of a big scalar", scalar, 7),
+        ("wide aliases of a big mapping", mapping, alias_line),
+        ("nested aliases", laughs, 0),
+    ]
+}
+
+#[test]
+fn alias_bombs_are_refused_within_100_mib() {
+    for (what, text, line) in alias_bombs() {
+        let p = Project::new(&text);
+        let file = p.path().join("buildspec.yml");
+        let mut command = common::agent();
+        command.arg("validate").arg(&file);
+        let (output, peak_mib) = output_measuring_memory(command);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let said = format!("{stdout}{stderr}");
+        eprintln!(
+            "{what} ({} bytes): validate peaked at {peak_mib} MiB",
+            text.len()
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{what}: {}",
+            &said[..said.len().min(2000)]
+        );
+        assert!(peak_mib < 100, "{what}: validate peaked at {peak_mib} MiB");
+        assert!(
+            said.contains("this alias makes the document expand to more than"),
+            "{what}: {}",
+            &said[..said.len().min(2000)]
+        );
+        if line > 0 {
+            let at = format!("buildspec.yml:{line}:");
+            assert!(
+                said.contains(&at),
+                "{what}: no {at} in {}",
+                &said[..said.len().min(2000)]
+            );
+        }
+        // run-local reads the buildspec the same way: refused before anything runs.
+        let mut command = common::agent();
+        command
+            .args(["run-local", "--executor", "host", "--source"])
+            .arg(p.path());
+        let (output, peak_mib) = output_measuring_memory(command);
+        eprintln!("{what}: run-local peaked at {peak_mib} MiB");
+        assert_eq!(output.status.code(), Some(2), "{what}");
+        assert!(peak_mib < 100, "{what}: run-local peaked at {peak_mib} MiB");
+    }
+}
+
+/// One line holding 90,000 flow items (no alias): positions along it must not be found by
+/// walking the line from its start each time (that took minutes).
+#[test]
+fn a_long_flow_line_is_read_in_linear_time() {
+    let text = format!(
+        "version: 0.2\nphases:\n  build:\n    commands: [{}]\n",
+        vec!["a"; 90_000].join(",")
+    );
+    let p = Project::new(&text);
+    let started = Instant::now();
+    let output = common::agent()
+        .arg("validate")
+        .arg(p.path().join("buildspec.yml"))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("90,000 items on one line: validated in {took:?}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
