@@ -461,3 +461,39 @@ fn a_long_flow_line_is_read_in_linear_time() {
     );
     assert!(took < Duration::from_secs(20), "{took:?}");
 }
+
+/// A 100 MB file given as a config, a buildspec or an appspec is refused by its size (1 MiB
+/// at most), without being read: exit 2 and an error that says both sizes.
+#[test]
+fn files_past_1_mib_are_refused_by_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, args, what) in [
+        ("agent.toml", vec!["config", "check"], "a config file"),
+        ("buildspec.yml", vec!["validate"], "a buildspec or appspec"),
+        ("appspec.yml", vec!["validate"], "a buildspec or appspec"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(100 << 20)
+            .unwrap();
+        let mut command = common::agent();
+        command.args(&args).arg(&path);
+        let started = Instant::now();
+        let (output, peak_mib) = output_measuring_memory(command);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(2), "{name}: {said}");
+        assert!(
+            said.contains(&format!(
+                "it is 104857600 bytes; {what} is at most 1048576 bytes"
+            )),
+            "{name}: {said}"
+        );
+        assert!(peak_mib < 64, "{name}: peaked at {peak_mib} MiB");
+        assert!(started.elapsed() < Duration::from_secs(10), "{name}");
+    }
+}

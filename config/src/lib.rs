@@ -5,6 +5,7 @@
 pub mod allow;
 pub mod config;
 mod diag;
+pub mod files;
 pub mod jobspec;
 mod json_index;
 pub mod schema;
