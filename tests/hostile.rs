@@ -497,3 +497,87 @@ fn files_past_1_mib_are_refused_by_their_size() {
         assert!(started.elapsed() < Duration::from_secs(10), "{name}");
     }
 }
+
+/// Every numeric flag of run-local is range-checked by the parser the config uses: a value
+/// that would remove a limit (`--cpus 0`, `NaN`), overflow (a huge `--timeout` or
+/// `--memory`) or exceed CodeBuild's 36 h is refused with exit 2 before anything runs.
+#[test]
+fn out_of_range_numbers_are_refused_on_the_command_line() {
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo ran\n");
+    for (flag, value, said) in [
+        ("--timeout", "0", "at least 1s"),
+        ("--timeout", "0s", "at least 1s"),
+        ("--timeout", "37h", "CodeBuild's maximum"),
+        ("--timeout", "2161", "CodeBuild's maximum"),
+        ("--timeout", "99999999999999999999", "CodeBuild's maximum"),
+        ("--timeout", "18446744073709551615s", "CodeBuild's maximum"),
+        ("--timeout", "soon", "not a duration"),
+        ("--cpus", "0", "between 0.01 and 1024"),
+        ("--cpus", "NaN", "between 0.01 and 1024"),
+        ("--cpus", "inf", "between 0.01 and 1024"),
+        ("--cpus", "1025", "between 0.01 and 1024"),
+        ("--memory", "5m", "at least 6m"),
+        ("--memory", "99999999999999999999g", "at most 1024t"),
+        ("--memory", "16777216t", "at most 1024t"),
+        ("--pids-limit", "0", "between 16 and 4194304"),
+    ] {
+        let run = run_local(&p, Exec::Host, &[flag, value]);
+        assert_eq!(run.code, 2, "{flag} {value}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(said), "{flag} {value}: {}", run.stderr);
+        assert!(!run.printed("ran"), "{flag} {value} ran the build");
+    }
+}
+
+/// The log names the time limit as given: `5 seconds`, not `1 minutes`.
+#[test]
+fn a_timeout_in_seconds_is_logged_in_seconds() {
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 30\n");
+    let run = run_local(&p, Exec::Host, &["--timeout", "2s"]);
+    assert_eq!(run.status(), "TIMED_OUT", "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("Build timed out after 2 seconds"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// The same values in the config are refused by `agent config check`, each at its line.
+#[test]
+fn out_of_range_numbers_are_refused_in_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for (line, said) in [
+        ("max_timeout = \"37h\"", "`max_timeout` must be at most 36h"),
+        (
+            "default_timeout = \"0s\"",
+            "`default_timeout` must be at least 1s",
+        ),
+        ("memory = \"5m\"", "at least 6m"),
+        ("memory = \"16777216t\"", "at most 1024t"),
+        ("memory = \"99999999999999999999g\"", "at most 1024t"),
+        ("cpus = 0.0", "between 0.01 and 1024"),
+        ("cpus = nan", "between 0.01 and 1024"),
+        ("cpus = inf", "between 0.01 and 1024"),
+    ] {
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "version = 1\n\n[[sources]]\ntype = \"spool\"\npath = \"/var/lib/agent/spool\"\n\n[jobs]\n{line}\n"
+            ),
+        )
+        .unwrap();
+        let output = common::agent()
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said_all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(2), "{line}: {said_all}");
+        assert!(said_all.contains(said), "{line}: {said_all}");
+        assert!(said_all.contains("agent.toml:8:"), "{line}: {said_all}");
+    }
+}
