@@ -1620,7 +1620,8 @@ fn directory_bundles_follow_the_archive_rule() {
     let victim = host.dir.path().join("victim");
     fs::write(&victim, "secret").unwrap();
     let victim_path = victim.to_str().unwrap().to_string();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    type Plant = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Plant)> = vec![
         (
             "absolute symlink",
             Box::new(move |d: &Path| {
