@@ -581,3 +581,15 @@ fn out_of_range_numbers_are_refused_in_the_config() {
         assert!(said_all.contains("agent.toml:8:"), "{line}: {said_all}");
     }
 }
+
+/// Orphans a host build leaves are adopted by the agent (a child subreaper) and reaped
+/// while the build runs, not left as zombies until it ends.
+#[test]
+fn orphans_of_a_host_build_are_reaped_while_it_runs() {
+    let p = Project::new(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - for i in 1 2 3 4 5; do (setsid sleep 0.1 &); done; sleep 4\n      - echo zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v p=$PPID '$4 == p && $3 == \"Z\"' | wc -l)\n",
+    );
+    let run = run_local(&p, Exec::Host, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.printed("zombies=0"), "{}", run.stdout);
+}
