@@ -934,6 +934,7 @@ async fn after_a_restart_a_job_completes_from_its_handle_alone() {
         body: Vec::new(),
         receive_count: 1,
         attachments: None,
+        refused: None,
     };
     let after = source(&config, work.path(), &action());
     let built = tempfile::tempdir().unwrap();

@@ -1764,3 +1764,81 @@ fn a_spool_job_that_keeps_taking_the_agent_down_is_failed_after_its_delivery_lim
         || format!("{:?}", daemon.containers()),
     );
 }
+
+/// Files in the spool's inbox that are not messages: a FIFO (which blocked the daemon for
+/// good), a socket, a device file, symlinks (to a root-only file, to a FIFO), and a 1 GiB
+/// file (which the daemon read whole). Each is moved to `rejected/` with a reason that
+/// quotes none of it; the daemon keeps answering, runs a good job dropped after them, and
+/// stops promptly at SIGTERM.
+#[test]
+fn spool_files_that_are_not_messages_are_refused_unread() {
+    let _serial = serial();
+    let mut daemon = Daemon::start("");
+    let inbox = daemon.path("spool/inbox");
+    fs::create_dir_all(&inbox).unwrap();
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+    nix::unistd::mkfifo(&inbox.join("fifo.json"), mode).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(inbox.join("socket.json")).unwrap();
+    let mut refused = vec![
+        ("fifo", "a FIFO"),
+        ("socket", "a socket"),
+        ("link-shadow", "a symlink"),
+        ("link-fifo", "a symlink"),
+        ("big", "1073741824 bytes"),
+    ];
+    let device = nix::sys::stat::mknod(
+        &inbox.join("device.json"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        mode,
+        nix::sys::stat::makedev(1, 3),
+    );
+    if device.is_ok() {
+        refused.push(("device", "a device file"));
+    }
+    std::os::unix::fs::symlink("/etc/shadow", inbox.join("link-shadow.json")).unwrap();
+    let aside = daemon.path("aside.fifo");
+    nix::unistd::mkfifo(&aside, mode).unwrap();
+    std::os::unix::fs::symlink(&aside, inbox.join("link-fifo.json")).unwrap();
+    let big = fs::File::create(inbox.join("big.json")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    drop(big);
+    daemon.submit("good", &build_job("good", &["echo fine"]));
+
+    for (name, why) in &refused {
+        let result = daemon.result(name, Duration::from_secs(30));
+        assert_eq!(result["status"], "REJECTED", "{name}: {result:#}");
+        let message = result["message"].as_str().unwrap();
+        assert!(message.contains(why), "{name}: {message}");
+        assert!(
+            !message.contains("root:"),
+            "{name} quoted its content: {message}"
+        );
+        assert!(
+            daemon
+                .path(&format!("spool/rejected/{name}.json"))
+                .symlink_metadata()
+                .is_ok(),
+            "{name} not in rejected/"
+        );
+    }
+    let good = daemon.result("good", Duration::from_secs(60));
+    assert_eq!(good["status"], "SUCCEEDED", "{good:#}");
+    assert!(http_get(daemon.port, "/healthz").starts_with("HTTP/1.1 200"));
+    let pid = daemon.child.as_ref().unwrap().id();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kib < 200 << 10, "the daemon peaked at {peak_kib} KiB");
+    let started = Instant::now();
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(15));
+    eprintln!(
+        "refused {} files; the daemon peaked at {} MiB and stopped {:?} after SIGTERM",
+        refused.len(),
+        peak_kib >> 10,
+        started.elapsed()
+    );
+}

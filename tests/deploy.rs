@@ -1609,3 +1609,59 @@ fn an_s3_bundle_is_fetched_with_the_role_and_hooks_never_get_it() {
         assert!(!env.contains(name), "{name} reached a hook:\n{env}");
     }
 }
+
+/// A directory bundle follows the rule archives do: a symlink pointing out of the revision
+/// (absolute, or up past its root) and a FIFO are refused before anything changes; a link
+/// that stays inside is deployed as a link.
+#[test]
+fn directory_bundles_follow_the_archive_rule() {
+    let host = Host::new();
+    let v1 = host.revision("1.0.0", |_| {});
+    assert_eq!(host.deploy(&v1, &[]).code, 0);
+    let victim = host.dir.path().join("victim");
+    fs::write(&victim, "secret").unwrap();
+    let victim_path = victim.to_str().unwrap().to_string();
+    type Plant = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Plant)> = vec![
+        (
+            "absolute symlink",
+            Box::new(move |d: &Path| {
+                std::os::unix::fs::symlink(&victim_path, d.join("out")).unwrap()
+            }),
+        ),
+        (
+            "symlink up",
+            Box::new(|d: &Path| {
+                std::os::unix::fs::symlink("../../../../../victim", d.join("out")).unwrap()
+            }),
+        ),
+        (
+            "fifo",
+            Box::new(|d: &Path| {
+                nix::unistd::mkfifo(
+                    &d.join("pipe"),
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                )
+                .unwrap()
+            }),
+        ),
+    ];
+    for (i, (what, tweak)) in cases.into_iter().enumerate() {
+        let revision = host.revision(&format!("2.0.{i}"), |d| tweak(d));
+        let run = host.deploy(&revision, &[]);
+        assert_eq!(run.code, 2, "{what}: {}\n{}", run.stdout, run.stderr);
+        let message = run.event("DownloadBundle")["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains("refusing the bundle"), "{what}: {message}");
+        assert_eq!(run.status("ApplicationStop"), "Skipped", "{what}");
+        assert_eq!(host.running_version().as_deref(), Some("1.0.0"), "{what}");
+    }
+    let inside = host.revision("3.0.0", |d| {
+        std::os::unix::fs::symlink("appspec.yml", d.join("alias")).unwrap();
+    });
+    let run = host.deploy(&inside, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(host.running_version().as_deref(), Some("3.0.0"));
+}

@@ -36,6 +36,8 @@ pub struct Source {
     name: String,
     text: String,
     line_starts: Vec<usize>,
+    /// `checkpoints[k]`: how many characters start in the first `k * CHECKPOINT` bytes.
+    checkpoints: Vec<usize>,
 }
 
 impl Source {
@@ -49,11 +51,28 @@ impl Source {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
+        let checkpoints = std::iter::once(0)
+            .chain(text.as_bytes().chunks(CHECKPOINT).scan(0, |total, chunk| {
+                *total += char_starts(chunk);
+                Some(*total)
+            }))
+            .collect();
         Source {
             name: name.into(),
             text,
             line_starts,
+            checkpoints,
         }
+    }
+
+    /// How many characters start before byte `offset`: a checkpoint every
+    /// [`CHECKPOINT`] bytes and a count of at most that many, so that positions on a long
+    /// line (a flow sequence of many items) do not each walk the line.
+    fn chars_before(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        let block = offset / CHECKPOINT;
+        let counted = self.checkpoints.get(block).copied().unwrap_or(0);
+        counted + char_starts(&self.text.as_bytes()[block * CHECKPOINT..offset])
     }
 
     pub fn name(&self) -> &str {
@@ -82,16 +101,40 @@ impl Source {
 
     /// The byte offset of a 1-based line and 0-based character column, clamped to the text.
     pub fn offset_of(&self, line: usize, char_col: usize) -> usize {
+        self.offset_from(line, char_col, &mut Cursor::default())
+    }
+
+    /// [`Source::offset_of`], walking on from `cursor` (a position found before) when it is
+    /// on the same line and not past the column, and leaving `cursor` at the result: so
+    /// positions met in order along a long line (a flow sequence of a million items) cost
+    /// their distance, not the whole line each.
+    pub fn offset_from(&self, line: usize, char_col: usize, cursor: &mut Cursor) -> usize {
         let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
             return self.text.len();
         };
-        let line_text = &self.text[start..];
-        let line_text = &line_text[..line_text.find('\n').unwrap_or(line_text.len())];
-        let within = line_text
+        let end = self
+            .line_starts
+            .get(line)
+            .map_or(self.text.len(), |next| next.saturating_sub(1));
+        let (mut at, mut col) =
+            if cursor.line == line && cursor.col <= char_col && cursor.byte >= start {
+                (cursor.byte, cursor.col)
+            } else {
+                (start, 0)
+            };
+        let rest = self.text.get(at..end).unwrap_or("");
+        let within = rest
             .char_indices()
-            .nth(char_col)
-            .map_or(line_text.len(), |(i, _)| i);
-        start + within
+            .nth(char_col - col)
+            .map_or(rest.len(), |(i, _)| i);
+        at += within;
+        col = char_col;
+        *cursor = Cursor {
+            line,
+            col,
+            byte: at,
+        };
+        at
     }
 
     /// The position of a byte offset; offsets inside a character count as that character.
@@ -102,11 +145,7 @@ impl Source {
             Err(i) => i - 1,
         };
         let start = self.line_starts[line_index];
-        let column = self.text[start..]
-            .char_indices()
-            .take_while(|(i, _)| start + i < offset)
-            .count()
-            + 1;
+        let column = self.chars_before(offset) - self.chars_before(start) + 1;
         Position {
             line: line_index + 1,
             column,
@@ -154,4 +193,20 @@ mod tests {
         assert_eq!(src.line_text(1), "a: b");
         assert_eq!(src.position(6), Position { line: 2, column: 1 });
     }
+}
+
+/// A position [`Source::offset_from`] found: its line, character column and byte offset.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cursor {
+    line: usize,
+    col: usize,
+    byte: usize,
+}
+
+/// The distance between two of [`Source`]'s character checkpoints.
+const CHECKPOINT: usize = 1024;
+
+/// How many characters start in `bytes` (every byte but UTF-8 continuation bytes).
+fn char_starts(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count()
 }

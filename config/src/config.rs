@@ -643,10 +643,11 @@ impl fmt::Display for Rendered<'_> {
 
 /// Reads and checks the config file at `path`; problems are reported against the path.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::files::read_bounded(path, crate::files::MAX_FILE_BYTES, "a config file")
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let origin = path.display().to_string();
     match String::from_utf8(bytes) {
         Ok(text) => parse(&text, &origin),

@@ -5,9 +5,11 @@
 pub mod allow;
 pub mod config;
 mod diag;
+pub mod files;
 pub mod jobspec;
 mod json_index;
 pub mod schema;
+pub mod units;
 pub mod values;
 
 pub use config::{Config, ConfigError, Reload, live_changes, load, parse};

@@ -130,8 +130,8 @@ impl<'a, E: Executor> Build<'a, E> {
         let exported = match flow {
             Flow::TimedOut => {
                 self.log.agent(&format!(
-                    "Build timed out after {} minutes",
-                    self.request.timeout.map_or(0, |t| t.as_secs().div_ceil(60))
+                    "Build timed out after {}",
+                    agent_config::units::describe_timeout(self.request.timeout.unwrap_or_default())
                 ));
                 self.abandon(BuildStatus::TimedOut, "Build timed out").await;
                 BTreeMap::new()

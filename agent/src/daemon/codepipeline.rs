@@ -566,6 +566,7 @@ impl Inner {
                     body: spec.to_string().into_bytes(),
                     receive_count: 1,
                     attachments: Some(primary),
+                    refused: None,
                 }))
             }
             Err(failure) => {

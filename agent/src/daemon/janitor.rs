@@ -48,6 +48,7 @@ pub async fn reconcile(
             body: Vec::new(),
             receive_count: entry.receive_count,
             attachments: None,
+            refused: None,
         };
         // A pending result is completed here too; `Runner::finish_pending` stores and announces
         // it once the sources run.

@@ -590,6 +590,14 @@ impl Runner {
             exported_variables: BTreeMap::new(),
             summary: serde_json::Value::Null,
         };
+        if let Some(reason) = &delivery.refused {
+            let id = rejected_id(delivery.name());
+            return Outcome::Rejected(blank(
+                &id,
+                JobStatus::Rejected,
+                format!("not a valid JobSpec: {reason}"),
+            ));
+        }
         let job = match jobspec::parse(&delivery.body) {
             Ok(job) => job,
             Err(e) => {

@@ -26,6 +26,10 @@ pub struct Delivery {
     /// Where the source keeps extra facts the job needs (CodePipeline: the input
     /// artifacts already fetched), as a local directory; `None` for most sources.
     pub attachments: Option<std::path::PathBuf>,
+    /// Why the source refused the message without reading it whole (a spool file that is
+    /// a FIFO, a device, a symlink, or larger than a JobSpec may be): the job is rejected
+    /// with this reason and never parsed.
+    pub refused: Option<String>,
 }
 
 impl Delivery {

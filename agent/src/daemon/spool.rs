@@ -153,9 +153,16 @@ impl Dirs {
             if std::fs::rename(&path, &claimed).is_err() {
                 continue;
             }
-            let body = std::fs::read(&claimed).map_err(|e| {
-                SourceError::Transient(format!("cannot read {}: {e}", claimed.display()))
-            })?;
+            let (body, refused) = match read_message(&claimed) {
+                Ok(body) => (body, None),
+                Err(Refused::Io(e)) => {
+                    return Err(SourceError::Transient(format!(
+                        "cannot read {}: {e}",
+                        claimed.display()
+                    )));
+                }
+                Err(Refused::Not(reason)) => (Vec::new(), Some(reason)),
+            };
             let handle = name.to_string_lossy().into_owned();
             let receive_count = self.count_delivery(&handle);
             return Ok(Some(Delivery {
@@ -163,6 +170,7 @@ impl Dirs {
                 body,
                 receive_count,
                 attachments: None,
+                refused,
             }));
         }
         Ok(None)
@@ -325,6 +333,79 @@ impl JobSource for SpoolSource {
         let (delivery, result) = (delivery.clone(), result.clone());
         Box::pin(self.blocking(move |dirs| dirs.reject(&delivery, &result)))
     }
+}
+
+/// Why a spool file was not read as a message.
+enum Refused {
+    /// Not a message: the reason, which never quotes the file's content.
+    Not(String),
+    /// The file could not be read.
+    Io(std::io::Error),
+}
+
+/// Reads a claimed spool file as a message without ever blocking on it or reading past the
+/// JobSpec limit: opened with `O_NOFOLLOW | O_NONBLOCK` (a symlink is refused, a FIFO does
+/// not wait for a writer), refused unless `fstat` says it is a regular file no larger than
+/// the limit, and read through a reader that stops one byte past it.
+fn read_message(path: &Path) -> Result<Vec<u8>, Refused> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let limit = agent_config::jobspec::MAX_JOBSPEC_BYTES as u64;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(Refused::Not(
+                "the spool file is a symlink; a job must be a regular file in the inbox".into(),
+            ));
+        }
+        // A socket cannot be opened at all.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+            return Err(Refused::Not(
+                "the spool file is a socket; a job must be a regular file".into(),
+            ));
+        }
+        Err(e) => return Err(Refused::Io(e)),
+    };
+    let meta = file.metadata().map_err(Refused::Io)?;
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device file")
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(what) = what {
+        return Err(Refused::Not(format!(
+            "the spool file is {what}; a job must be a regular file"
+        )));
+    }
+    if meta.len() > limit {
+        return Err(Refused::Not(format!(
+            "the spool file is {} bytes; a JobSpec is at most {limit} bytes",
+            meta.len()
+        )));
+    }
+    let mut body = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(Refused::Io)?;
+    if body.len() as u64 > limit {
+        return Err(Refused::Not(format!(
+            "the spool file grew past {limit} bytes while it was read; a JobSpec is at most {limit} bytes"
+        )));
+    }
+    Ok(body)
 }
 
 /// Puts a claimed file back into the inbox. A file of that name dropped there since (the

@@ -143,6 +143,7 @@ impl SqsSource {
             body: message.body.unwrap_or_default().into_bytes(),
             receive_count,
             attachments: None,
+            refused: None,
         }))
     }
 

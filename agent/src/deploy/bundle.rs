@@ -95,11 +95,14 @@ pub async fn fetch(
             let (from, to, file) = (path.clone(), archive_dir.clone(), bundle_file.clone());
             fetched.files = blocking(move || {
                 if meta.is_dir() {
-                    copy_tree(&from, &to).map_err(|e| {
-                        BundleError::Fetch(format!(
+                    copy_tree(&from, &to).map_err(|e| match e {
+                        TreeError::Refused(why) => {
+                            BundleError::Input(format!("the bundle {}: {why}", from.display()))
+                        }
+                        TreeError::Io(e) => BundleError::Fetch(format!(
                             "cannot copy the bundle {}: {e}",
                             from.display()
-                        ))
+                        )),
                     })
                 } else {
                     fs::copy(&from, &file).map_err(|e| {
@@ -214,14 +217,48 @@ async fn download(
 
 /// Copies a directory bundle: links stay links, modes and times are kept, and anything
 /// that is not a file, directory or link is refused.
-fn copy_tree(from: &Path, to: &Path) -> io::Result<usize> {
+/// Why a directory bundle was not copied: refused by the rule every bundle form follows, or
+/// an I/O failure.
+#[derive(Debug)]
+enum TreeError {
+    Refused(String),
+    Io(io::Error),
+}
+
+impl From<io::Error> for TreeError {
+    fn from(e: io::Error) -> Self {
+        TreeError::Io(e)
+    }
+}
+
+/// Copies a directory bundle under the rule archives are unpacked with (see
+/// [`unpack`]): a symlink must point inside the bundle (relative, never above its root),
+/// and only files, directories and symlinks are taken.
+fn copy_tree(from: &Path, to: &Path) -> Result<usize, TreeError> {
     use std::os::unix::fs::PermissionsExt;
     let mut files = 0;
     for entry in walkdir::WalkDir::new(from).follow_links(false) {
         let entry = entry.map_err(io::Error::other)?;
         let relative = entry.path().strip_prefix(from).map_err(io::Error::other)?;
-        let target = to.join(relative);
         let kind = entry.file_type();
+        let mut link = None;
+        if kind.is_symlink() {
+            let target = fs::read_link(entry.path())?;
+            if !unpack::link_stays_inside(relative, &target) {
+                return Err(TreeError::Refused(format!(
+                    "`{}` is a symlink to `{}`, outside the bundle; refusing the bundle",
+                    relative.display(),
+                    target.display()
+                )));
+            }
+            link = Some(target);
+        } else if !kind.is_dir() && !kind.is_file() {
+            return Err(TreeError::Refused(format!(
+                "`{}` is neither a file, a directory nor a symlink; bundles may hold files, directories and links only; refusing the bundle",
+                relative.display()
+            )));
+        }
+        let target = to.join(relative);
         let meta = entry.metadata().map_err(io::Error::other)?;
         if kind.is_dir() {
             fs::create_dir_all(&target)?;
@@ -229,8 +266,8 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<usize> {
                 &target,
                 fs::Permissions::from_mode((meta.permissions().mode() & 0o777) | 0o700),
             )?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
+        } else if let Some(link) = &link {
+            std::os::unix::fs::symlink(link, &target)?;
         } else if kind.is_file() {
             fs::copy(entry.path(), &target)?;
             fs::set_permissions(
@@ -244,11 +281,6 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<usize> {
                     .set_modified(modified);
             }
             files += 1;
-        } else {
-            return Err(io::Error::other(format!(
-                "{} is neither a file, a directory nor a link",
-                entry.path().display()
-            )));
         }
     }
     Ok(files)

@@ -848,7 +848,10 @@ fn load_appspec(archive: &Path, names: &[String]) -> Result<AppSpec, String> {
             names.join(" or ")
         ));
     };
-    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text =
+        agent_config::files::read_bounded(&path, agent_config::files::MAX_FILE_BYTES, "an appspec")
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     let name = path
         .strip_prefix(archive)
         .map(|p| p.display().to_string())

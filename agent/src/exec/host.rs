@@ -1,8 +1,19 @@
 //! Commands in local shells on the host. All shells of a build share one process group, so
 //! a timeout or Ctrl-C reaches every process the build started.
+//!
+//! A process may leave that group (`setsid`, a double fork) and ignore SIGTERM; it must
+//! still not outlive the build. The agent makes itself a child subreaper, so such orphans
+//! are reparented to it rather than to init, and marks every build shell's environment with
+//! a per-build random value; at cleanup every descendant of the agent and every process
+//! carrying the mark is killed and the agent's own orphans are reaped (see [`sweep`]). Where
+//! the agent can create a cgroup v2 below its own, each shell first moves itself into a
+//! per-build cgroup, which cleanup kills as a whole before the sweep.
 
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use nix::sys::signal::{self, Signal as NixSignal};
 use nix::unistd::{Pid, User};
@@ -21,7 +32,18 @@ pub struct HostExecutor {
     /// which happens when the agent goes away, whatever the reason.
     leader: Mutex<Option<Child>>,
     group: Pid,
+    /// The value of [`MARK_VAR`] in every shell of this build.
+    mark: String,
+    /// The pids the executor spawned itself (the leader, the shells): tokio reaps those.
+    spawned: Arc<StdMutex<HashSet<i32>>>,
+    /// The per-build cgroup v2, when the agent may create one.
+    cgroup: Option<BuildCgroup>,
+    /// Reaps orphans reparented to the agent while the build runs.
+    reaper: StdMutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// The variable that marks every process of a build, whatever it did to its session.
+pub const MARK_VAR: &str = "AGENT_BUILD_MARK";
 
 impl HostExecutor {
     pub fn new(
@@ -47,6 +69,17 @@ impl HostExecutor {
             reason: "it exited at once".into(),
         })?;
         let group = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        // Orphans of the build (a daemonized process) come back to the agent, not init.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(
+                "cannot become a child subreaper ({e}); the sweep at the end of the build looks for the build's mark only"
+            );
+        }
+        let mark = uuid::Uuid::new_v4().simple().to_string();
+        let spawned = Arc::new(StdMutex::new(HashSet::from([group.as_raw()])));
+        let reaper = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|rt| rt.spawn(reap_orphans(Arc::clone(&spawned))));
         Ok(HostExecutor {
             roots: std::iter::once(src_dir.to_path_buf())
                 .chain(secondary.iter().map(|(_, p)| p.clone()))
@@ -61,6 +94,10 @@ impl HostExecutor {
                 .collect(),
             leader: Mutex::new(Some(leader)),
             group,
+            cgroup: BuildCgroup::create(&mark),
+            mark,
+            spawned,
+            reaper: StdMutex::new(reaper),
         })
     }
 }
@@ -87,11 +124,24 @@ impl Executor for HostExecutor {
             shell: String::new(),
             reason: "no shell given".into(),
         })?;
-        let mut command = Command::new(program);
+        let mut command = match &self.cgroup {
+            // The shell moves itself into the build's cgroup before it runs anything, so
+            // nothing it starts is ever outside; if the move fails the sweep still applies.
+            Some(cgroup) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg("{ echo 0 >\"$0\"; } 2>/dev/null; exec \"$@\"")
+                    .arg(cgroup.dir.join("cgroup.procs"))
+                    .arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
         command
             .args(args)
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(MARK_VAR, &self.mark)
             .current_dir(&spec.cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -115,6 +165,11 @@ impl Executor for HostExecutor {
             shell: program.clone(),
             reason: e.to_string(),
         })?;
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok())
+            && let Ok(mut spawned) = self.spawned.lock()
+        {
+            spawned.insert(pid);
+        }
         let stdin = child.stdin.take().ok_or_else(|| ExecError::Spawn {
             shell: program.clone(),
             reason: "no stdin".into(),
@@ -202,6 +257,30 @@ impl Executor for HostExecutor {
         if let Some(mut leader) = self.leader.lock().await.take() {
             let _ = leader.kill().await;
         }
+        if let Some(reaper) = self.reaper.lock().ok().and_then(|mut r| r.take()) {
+            reaper.abort();
+        }
+        let mark = self.mark.clone();
+        let spawned = self.spawned.lock().map(|s| s.clone()).unwrap_or_default();
+        let cgroup = self.cgroup.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            if let Some(cgroup) = &cgroup {
+                cgroup.kill_all();
+            }
+            let left = sweep(&mark, &spawned);
+            if let Some(cgroup) = &cgroup {
+                cgroup.remove();
+            }
+            left
+        })
+        .await;
+        match swept {
+            Ok(left) if !left.is_empty() => {
+                tracing::warn!(pids = ?left, "processes of the build still alive after the sweep");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the sweep of the build's processes failed: {e}"),
+        }
     }
 }
 
@@ -250,5 +329,217 @@ async fn pump<R: AsyncReadExt + Unpin>(
                 }
             }
         }
+    }
+}
+
+/// One process as `/proc` shows it.
+struct ProcEntry {
+    ppid: i32,
+    zombie: bool,
+}
+
+/// Every process in `/proc` with its parent and whether it is a zombie.
+fn processes() -> HashMap<i32, ProcEntry> {
+    let mut all = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return all;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let Some(ppid) = fields.next().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        all.insert(
+            pid,
+            ProcEntry {
+                ppid,
+                zombie: state == "Z" || state == "X",
+            },
+        );
+    }
+    all
+}
+
+/// Whether `pid` descends from `ancestor` through the parent chain.
+fn descends_from(all: &HashMap<i32, ProcEntry>, mut pid: i32, ancestor: i32) -> bool {
+    for _ in 0..4096 {
+        let Some(entry) = all.get(&pid) else {
+            return false;
+        };
+        if entry.ppid == ancestor {
+            return true;
+        }
+        if entry.ppid <= 1 {
+            return false;
+        }
+        pid = entry.ppid;
+    }
+    false
+}
+
+/// Whether the environment of `pid` holds `MARK_VAR=mark` (unreadable: no).
+fn carries_mark(pid: i32, mark: &str) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let wanted = format!("{MARK_VAR}={mark}");
+    environ.split(|b| *b == 0).any(|e| e == wanted.as_bytes())
+}
+
+/// Reaps the zombies among the agent's children that it did not spawn itself (orphans the
+/// subreaper adopted); the ones it spawned are tokio's to reap.
+fn reap_adopted(
+    all: &HashMap<i32, ProcEntry>,
+    me: i32,
+    spawned: &HashSet<i32>,
+    only: Option<&HashSet<i32>>,
+) {
+    for (pid, entry) in all {
+        if entry.ppid == me
+            && entry.zombie
+            && !spawned.contains(pid)
+            && only.is_none_or(|o| o.contains(pid))
+        {
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(*pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+    }
+}
+
+/// Kills every process of the build: each descendant of the agent (orphans come back to it
+/// as a subreaper) and each process carrying the build's mark, again until none is left, and
+/// reaps the adopted ones. Returns the pids still alive after about two seconds.
+pub fn sweep(mark: &str, spawned: &HashSet<i32>) -> Vec<i32> {
+    let me = std::process::id().cast_signed();
+    let mut left = Vec::new();
+    for round in 0..100 {
+        let all = processes();
+        reap_adopted(&all, me, spawned, None);
+        left = all
+            .iter()
+            .filter(|(pid, entry)| {
+                **pid != me
+                    && !entry.zombie
+                    && (descends_from(&all, **pid, me) || carries_mark(**pid, mark))
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        if round > 0 {
+            tracing::debug!(pids = ?left, "killing the build's processes that left its group");
+        }
+        for pid in &left {
+            let _ = signal::kill(Pid::from_raw(*pid), NixSignal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    left
+}
+
+/// Reaps, while the build runs, the orphans the agent adopted as a subreaper once they
+/// end. A zombie child is reaped only when seen twice, a second apart, so that a child the
+/// agent spawned elsewhere is left to the code waiting for it.
+async fn reap_orphans(spawned: Arc<StdMutex<HashSet<i32>>>) {
+    let me = std::process::id().cast_signed();
+    let mut seen: HashSet<i32> = HashSet::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mine = spawned.lock().map(|s| s.clone()).unwrap_or_default();
+        let previous = std::mem::take(&mut seen);
+        let task = tokio::task::spawn_blocking(move || {
+            let all = processes();
+            reap_adopted(&all, me, &mine, Some(&previous));
+            all.into_iter()
+                .filter(|(_, e)| e.ppid == me && e.zombie)
+                .map(|(pid, _)| pid)
+                .collect::<HashSet<i32>>()
+        });
+        if let Ok(zombies) = task.await {
+            seen = zombies;
+        }
+    }
+}
+
+/// A cgroup v2 made for one build below the agent's own cgroup. Killing it ends every
+/// process in it, whatever their session or parent.
+#[derive(Clone)]
+struct BuildCgroup {
+    dir: PathBuf,
+}
+
+impl BuildCgroup {
+    /// Creates the build's cgroup when the unified hierarchy is mounted at /sys/fs/cgroup
+    /// and the agent may create a child of its own cgroup (a delegated subtree, e.g.
+    /// `Delegate=yes`); None otherwise, and the sweep alone applies.
+    fn create(mark: &str) -> Option<BuildCgroup> {
+        let root = Path::new("/sys/fs/cgroup");
+        if !root.join("cgroup.controllers").exists() {
+            return None;
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let relative = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let dir = root
+            .join(relative.trim_start_matches('/'))
+            .join(format!("agent-build-{mark}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Some(BuildCgroup { dir }),
+            Err(e) => {
+                tracing::debug!(
+                    "no cgroup for the build ({}: {e}); the sweep applies",
+                    dir.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Kills every process in the cgroup: `cgroup.kill` (Linux 5.14+), else each pid
+    /// listed in `cgroup.procs` until it is empty.
+    fn kill_all(&self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        for _ in 0..100 {
+            let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                let _ = signal::kill(Pid::from_raw(pid), NixSignal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes the (empty) cgroup.
+    fn remove(&self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!("cannot remove the build's cgroup {}", self.dir.display());
     }
 }

@@ -118,10 +118,10 @@ pub struct RunLocalArgs {
     #[arg(long, value_name = "SIZE", default_value = "4g", value_parser = parse_size)]
     pub memory: u64,
     /// CPUs the build container may use, e.g. `2`, `0.5`.
-    #[arg(long, value_name = "CPUS", default_value_t = 2.0)]
+    #[arg(long, value_name = "CPUS", default_value_t = 2.0, value_parser = parse_cpus)]
     pub cpus: f64,
     /// Most processes the build container may have.
-    #[arg(long = "pids-limit", value_name = "N", default_value_t = 4096)]
+    #[arg(long = "pids-limit", value_name = "N", default_value_t = 4096, value_parser = parse_pids_limit)]
     pub pids_limit: i64,
     /// A label for the build container, as `agent.label.KEY=VALUE`. Repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -292,54 +292,25 @@ fn parse_secondary(text: &str) -> Result<(String, PathBuf), String> {
     Ok((id.to_string(), dir))
 }
 
-/// `90m`, `30s`, `2h`, `1h30m`; a bare number is minutes, as CodeBuild counts timeouts.
+/// `90m`, `30s`, `2h`, `1h30m`; a bare number is minutes, as CodeBuild counts timeouts;
+/// 1 s to 36 h (the config's parser: `agent_config::units`).
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(minutes) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(minutes * 60));
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration like 90m, 30s or 2h"))?;
-        number.clear();
-        total += match c {
-            'h' => n * 3600,
-            'm' => n * 60,
-            's' => n,
-            _ => return Err(format!("`{text}` is not a duration like 90m, 30s or 2h")),
-        };
-    }
-    if !number.is_empty() || total == 0 {
-        return Err(format!("`{text}` is not a duration like 90m, 30s or 2h"));
-    }
-    Ok(Duration::from_secs(total))
+    agent_config::units::parse_timeout_minutes(text)
 }
 
+/// `4g`, `512m`: at least 6 MiB (Docker's minimum), never an overflow.
 fn parse_size(text: &str) -> Result<u64, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let (digits, unit) = lower.split_at(
-        lower
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(lower.len()),
-    );
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 4g or 512m"))?;
-    let factor = match unit.trim_end_matches('b') {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        _ => return Err(format!("`{text}` is not a size like 4g or 512m")),
-    };
-    Ok(n * factor)
+    agent_config::units::parse_memory(text)
+}
+
+/// A finite number of CPUs from 0.01 to 1024.
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    agent_config::units::parse_cpus(text)
+}
+
+/// A process limit from 16 to 4194304; 0 or a negative number would remove it.
+fn parse_pids_limit(text: &str) -> Result<i64, String> {
+    agent_config::units::parse_pids(text)
 }
 
 #[cfg(test)]

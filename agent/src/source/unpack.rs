@@ -583,7 +583,7 @@ fn refuse_symlinked_parents(dest: &Path, relative: &Path, raw: &str) -> Result<(
 /// `..` is allowed only at the start of the target. After a name it would be resolved by the
 /// kernel from wherever that name leads, not lexically: with `s -> .` at the root, `s/..` is
 /// the destination's parent although it reads as the root.
-fn link_stays_inside(link_path: &Path, target: &Path) -> bool {
+pub(crate) fn link_stays_inside(link_path: &Path, target: &Path) -> bool {
     let mut depth = link_path
         .parent()
         .map_or(0, |base| base.components().count());

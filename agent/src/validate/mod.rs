@@ -1,6 +1,6 @@
 //! `agent validate`: checks buildspec and appspec files and reports every problem.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use buildspec::{Diagnostic, Kind, Source};
@@ -133,15 +133,12 @@ fn counts(errors: usize, warnings: usize) -> String {
 }
 
 fn read(path: &Path) -> Result<String, String> {
-    let bytes = if path == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| e.to_string())?;
-        buf
-    } else {
-        std::fs::read(path).map_err(|e| e.to_string())?
-    };
+    let bytes = agent_config::files::read_bounded(
+        path,
+        agent_config::files::MAX_FILE_BYTES,
+        "a buildspec or appspec",
+    )
+    .map_err(|e| e.to_string())?;
     String::from_utf8(bytes).map_err(|e| {
         format!(
             "it is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",

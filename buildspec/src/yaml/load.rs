@@ -6,12 +6,24 @@ use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span as YamlSpan};
 
 use super::{Node, Style, Value};
 use crate::diag::{Code, Diagnostics};
-use crate::source::{Source, Span};
+use crate::source::{Cursor, Source, Span};
 
 /// Nesting deeper than this is refused: no buildspec needs it, and it bounds recursion.
 const MAX_DEPTH: usize = 64;
 /// Nodes allowed after aliases are expanded, so a few lines cannot expand into gigabytes.
-const MAX_NODES: usize = 250_000;
+const MAX_NODES: usize = 100_000;
+/// What a node costs in memory besides its text, for [`MAX_EXPANDED_BYTES`].
+const NODE_COST: usize = 64;
+/// Bytes allowed after aliases are expanded (each node's text plus [`NODE_COST`]): a 1 MiB
+/// file of wide aliases to a big scalar or mapping stays within tens of MiB of memory.
+pub(crate) const MAX_EXPANDED_BYTES: usize = 16 << 20;
+
+/// The size of a subtree: its nodes and the bytes they hold.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+}
 
 enum Frame {
     Seq {
@@ -33,8 +45,10 @@ struct Loader<'d, 's> {
     diags: &'d mut Diagnostics<'s>,
     source: &'s Source,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, (Node, usize)>,
+    anchors: HashMap<usize, (Node, Size)>,
     nodes: usize,
+    bytes: usize,
+    cursors: (Cursor, Cursor),
     documents: Vec<Node>,
 }
 
@@ -47,6 +61,8 @@ pub(crate) fn load<'s>(source: &'s Source, diags: &mut Diagnostics<'s>) -> Optio
         stack: Vec::new(),
         anchors: HashMap::new(),
         nodes: 0,
+        bytes: 0,
+        cursors: (Cursor::default(), Cursor::default()),
         documents: Vec::new(),
     };
     let parser = Parser::new_from_str(source.text());
@@ -79,9 +95,15 @@ pub(crate) fn load<'s>(source: &'s Source, diags: &mut Diagnostics<'s>) -> Optio
 struct LoadAbort;
 
 impl Loader<'_, '_> {
-    fn span(&self, span: YamlSpan) -> Span {
-        let start = self.source.offset_of(span.start.line(), span.start.col());
-        let end = self.source.offset_of(span.end.line(), span.end.col());
+    fn span(&mut self, span: YamlSpan) -> Span {
+        // Starts and ends each come in order: walking on from the last one keeps a long line
+        // (a flow sequence of many items) linear.
+        let start =
+            self.source
+                .offset_from(span.start.line(), span.start.col(), &mut self.cursors.0);
+        let end = self
+            .source
+            .offset_from(span.end.line(), span.end.col(), &mut self.cursors.1);
         Span::new(start, end)
     }
 
@@ -108,11 +130,19 @@ impl Loader<'_, '_> {
                     },
                     span,
                 };
-                self.count(1, span)?;
+                self.count(
+                    Size {
+                        nodes: 1,
+                        bytes: NODE_COST.saturating_add(text_len(&node)),
+                    },
+                    span,
+                    false,
+                )?;
                 self.complete(node, anchor)
             }
             Event::Alias(id) => {
-                let Some((node, size)) = self.anchors.get(&id).cloned() else {
+                // Counted before the copy is made, so the copy itself stays within bounds.
+                let Some(size) = self.anchors.get(&id).map(|(_, size)| *size) else {
                     self.diags.error(
                         Code::YamlSyntax,
                         span,
@@ -121,7 +151,10 @@ impl Loader<'_, '_> {
                     );
                     return Err(LoadAbort);
                 };
-                self.count(size, span)?;
+                self.count(size, span, true)?;
+                let Some((node, _)) = self.anchors.get(&id).cloned() else {
+                    return Err(LoadAbort);
+                };
                 // The alias stands where it is written, so errors inside point here.
                 let node = Node { span, ..node };
                 self.complete(node, 0)
@@ -161,7 +194,14 @@ impl Loader<'_, '_> {
                         value: Value::Seq(items),
                         span: Span::new(start, end),
                     };
-                    self.count(1, node.span)?;
+                    self.count(
+                        Size {
+                            nodes: 1,
+                            bytes: NODE_COST,
+                        },
+                        node.span,
+                        false,
+                    )?;
                     self.complete(node, anchor)
                 }
                 _ => Ok(()),
@@ -180,7 +220,14 @@ impl Loader<'_, '_> {
                         value: Value::Map(entries),
                         span: Span::new(start, end),
                     };
-                    self.count(1, node.span)?;
+                    self.count(
+                        Size {
+                            nodes: 1,
+                            bytes: NODE_COST,
+                        },
+                        node.span,
+                        false,
+                    )?;
                     self.complete(node, anchor)
                 }
                 _ => Ok(()),
@@ -206,18 +253,32 @@ impl Loader<'_, '_> {
         Ok(())
     }
 
-    fn count(&mut self, nodes: usize, span: Span) -> Result<(), LoadAbort> {
-        self.nodes = self.nodes.saturating_add(nodes);
-        if self.nodes > MAX_NODES {
-            self.diags.error(
-                Code::DocumentTooLarge,
-                span,
-                format!("the document expands to more than {MAX_NODES} values"),
+    /// Adds `size` to what the document expands to; past a bound, reports it at `span` (the
+    /// alias that went over, when `alias`).
+    fn count(&mut self, size: Size, span: Span, alias: bool) -> Result<(), LoadAbort> {
+        self.nodes = self.nodes.saturating_add(size.nodes);
+        self.bytes = self.bytes.saturating_add(size.bytes);
+        let what = if self.nodes > MAX_NODES {
+            format!("more than {MAX_NODES} values")
+        } else if self.bytes > MAX_EXPANDED_BYTES {
+            format!("more than {} MiB", MAX_EXPANDED_BYTES >> 20)
+        } else {
+            return Ok(());
+        };
+        let (message, hint) = if alias {
+            (
+                format!("this alias makes the document expand to {what}"),
                 "aliases (`*name`) here repeat large parts of the file; write the values out or use fewer aliases",
-            );
-            return Err(LoadAbort);
-        }
-        Ok(())
+            )
+        } else {
+            (
+                format!("the document expands to {what}"),
+                "a buildspec or appspec needs far less: split the file, or use fewer aliases (`*name`)",
+            )
+        };
+        self.diags
+            .error(Code::DocumentTooLarge, span, message, hint);
+        Err(LoadAbort)
     }
 
     /// Hands a finished node to its parent, or makes it a document.
@@ -241,6 +302,7 @@ impl Loader<'_, '_> {
     /// YAML merge keys (`<<: *defaults`).
     fn check_keys(&mut self, entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
         let mut kept: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+        let mut seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
         let mut merges = Vec::new();
         for (key, value) in entries {
             let Some(name) = key.scalar() else {
@@ -252,10 +314,8 @@ impl Loader<'_, '_> {
                 continue;
             }
             let name = name.trim();
-            if let Some((first, _)) = kept
-                .iter()
-                .find(|(k, _)| k.scalar().map(str::trim) == Some(name))
-            {
+            // A map of the names kept so far: a mapping of many keys stays linear.
+            if let Some(first) = seen.get(name).map(|&i| &kept[i].0) {
                 let line = self.source.position(first.span.start).line;
                 self.diags.error(
                     Code::DuplicateKey,
@@ -265,8 +325,10 @@ impl Loader<'_, '_> {
                 );
                 continue;
             }
+            seen.insert(name.to_string(), kept.len());
             kept.push((key, value));
         }
+        let mut complex = kept.iter().any(|(k, _)| k.scalar().is_none());
         for merge in merges {
             let sources = match merge.value {
                 Value::Map(_) => vec![merge],
@@ -286,11 +348,17 @@ impl Loader<'_, '_> {
                     continue;
                 };
                 for (key, value) in extra {
-                    let present = kept
-                        .iter()
-                        .any(|(k, _)| k.scalar().map(str::trim) == key.scalar().map(str::trim));
-                    if !present {
-                        kept.push((key, value));
+                    match key.scalar().map(str::trim) {
+                        Some(name) if seen.contains_key(name) => {}
+                        Some(name) => {
+                            seen.insert(name.to_string(), kept.len());
+                            kept.push((key, value));
+                        }
+                        None if complex => {}
+                        None => {
+                            complex = true;
+                            kept.push((key, value));
+                        }
                     }
                 }
             }
@@ -399,17 +467,30 @@ fn collection_end(flow: bool, end_event: Span, child_ends: impl Iterator<Item = 
     }
 }
 
-fn subtree_size(node: &Node) -> usize {
+fn text_len(node: &Node) -> usize {
+    node.scalar().map_or(0, str::len)
+}
+
+/// The nodes and bytes of a subtree, as [`Loader::count`] counts them.
+fn subtree_size(node: &Node) -> Size {
+    let mut size = Size {
+        nodes: 1,
+        bytes: NODE_COST.saturating_add(text_len(node)),
+    };
+    let mut add = |child: &Node| {
+        let s = subtree_size(child);
+        size.nodes = size.nodes.saturating_add(s.nodes);
+        size.bytes = size.bytes.saturating_add(s.bytes);
+    };
     match &node.value {
-        Value::Scalar { .. } => 1,
-        Value::Seq(items) => 1 + items.iter().map(subtree_size).sum::<usize>(),
-        Value::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| subtree_size(k) + subtree_size(v))
-                .sum::<usize>()
-        }
+        Value::Scalar { .. } => {}
+        Value::Seq(items) => items.iter().for_each(&mut add),
+        Value::Map(entries) => entries.iter().for_each(|(k, v)| {
+            add(k);
+            add(v);
+        }),
     }
+    size
 }
 
 fn syntax_hint(info: &str) -> &'static str {

@@ -12,9 +12,10 @@ use super::raw::{RawConfig, RawSource, VersionProbe};
 use super::*;
 use crate::allow::{ImagePattern, ImageRef, RoleArn, RolePattern};
 use crate::diag::{Format, Problem, Problems, article, explain_serde, suggest};
+use crate::units;
 use crate::values::{
     PlainHttp, S3Url, Scalar, check_absolute_dir, check_external_id, check_git_url, check_label,
-    format_duration, parse_duration, parse_size, parse_web_url,
+    format_duration, parse_duration, parse_web_url,
 };
 
 type S<T> = Spanned<T>;
@@ -445,20 +446,19 @@ impl Check<'_> {
     }
 
     fn jobs(&mut self, raw: super::raw::RawJobs) -> JobsConfig {
-        let forever = Duration::from_secs(u64::MAX / 4);
         let default_timeout = self.duration(
             "jobs.default_timeout",
             raw.default_timeout.as_ref(),
             defaults::default_timeout(),
-            (Duration::from_secs(1), forever),
-            "a job needs some time to run; write e.g. `default_timeout = \"60m\"`",
+            (units::MIN_TIMEOUT, units::MAX_TIMEOUT),
+            "a build's time limit is 1s to 36h (CodeBuild's maximum); write e.g. `default_timeout = \"60m\"`",
         );
         let max_timeout = self.duration(
             "jobs.max_timeout",
             raw.max_timeout.as_ref(),
             defaults::max_timeout(),
-            (Duration::from_secs(1), forever),
-            "write e.g. `max_timeout = \"8h\"`",
+            (units::MIN_TIMEOUT, units::MAX_TIMEOUT),
+            "a build's time limit is 1s to 36h (CodeBuild's maximum); write e.g. `max_timeout = \"8h\"`",
         );
         if default_timeout > max_timeout {
             let span = raw
@@ -526,23 +526,14 @@ impl Check<'_> {
         }
         let memory = match raw.memory {
             None => defaults::memory(),
-            Some(value) => match parse_size(&value.get_ref().0) {
-                Ok(bytes) if bytes >= 6 << 20 => bytes,
-                Ok(_) => {
-                    self.err(
-                        value.span(),
-                        "jobs.memory",
-                        "`memory` must be at least 6m",
-                        "Docker refuses smaller memory limits; write e.g. `memory = \"4g\"`",
-                    );
-                    defaults::memory()
-                }
+            Some(value) => match units::parse_memory(&value.get_ref().0) {
+                Ok(bytes) => bytes,
                 Err(e) => {
                     self.err(
                         value.span(),
                         "jobs.memory",
                         format!("`memory`: {e}"),
-                        "write e.g. `memory = \"4g\"`; a bare number is bytes",
+                        "6m (Docker's minimum) to 1024t; write e.g. `memory = \"4g\"`; a bare number is bytes",
                     );
                     defaults::memory()
                 }
@@ -552,13 +543,17 @@ impl Check<'_> {
             None => defaults::cpus(),
             Some(value) => {
                 let n = *value.get_ref();
-                if n.is_finite() && (0.01..=1024.0).contains(&n) {
+                if let Ok(n) = units::check_cpus(n) {
                     n
                 } else {
                     self.err(
                         value.span(),
                         "jobs.cpus",
-                        format!("`cpus` must be between 0.01 and 1024, not {n}"),
+                        format!(
+                            "`cpus` must be between {} and {}, not {n}",
+                            units::MIN_CPUS,
+                            units::MAX_CPUS
+                        ),
                         "write e.g. `cpus = 2.0` or `cpus = 0.5`",
                     );
                     defaults::cpus()
