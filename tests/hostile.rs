@@ -471,6 +471,11 @@ fn files_past_1_mib_are_refused_by_their_size() {
         ("agent.toml", vec!["config", "check"], "a config file"),
         ("buildspec.yml", vec!["validate"], "a buildspec or appspec"),
         ("appspec.yml", vec!["validate"], "a buildspec or appspec"),
+        (
+            "big.yml",
+            vec!["run-local", "--executor", "host"],
+            "a buildspec",
+        ),
     ] {
         let path = dir.path().join(name);
         std::fs::File::create(&path)
@@ -495,6 +500,28 @@ fn files_past_1_mib_are_refused_by_their_size() {
         );
         assert!(peak_mib < 64, "{name}: peaked at {peak_mib} MiB");
         assert!(started.elapsed() < Duration::from_secs(10), "{name}");
+    }
+    // run-local's environment and secret files likewise.
+    let p = Project::new("version: 0.2\nphases:\n  build:\n    commands:\n      - echo ran\n");
+    let big = dir.path().join("big.env");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
+    for flag in ["--env-file", "--secret-file"] {
+        let output = common::agent()
+            .args(["run-local", "--executor", "host", flag])
+            .arg(&big)
+            .arg("--source")
+            .arg(p.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {said}");
+        assert!(
+            said.contains("it is 104857600 bytes; an environment or secret file is at most"),
+            "{flag}: {said}"
+        );
     }
 }
 

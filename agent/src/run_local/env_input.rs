@@ -13,7 +13,12 @@ use crate::build::env::is_name;
 /// trimmed, `'…'` taken literally, `"…"` with `\n`, `\t`, `\"` and `\\` escapes, `#`
 /// comments (whole lines, or after an unquoted value and a space) and blank lines.
 pub fn read_dotenv(file: &Path, flag: &str) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read(file).map_err(|e| format!("error: {flag} {}: {e}", file.display()))?;
+    let text = agent_config::files::read_bounded(
+        file,
+        agent_config::files::MAX_FILE_BYTES,
+        "an environment or secret file",
+    )
+    .map_err(|e| format!("error: {flag} {}: {e}", file.display()))?;
     let text = String::from_utf8(text)
         .map_err(|_| format!("error: {flag} {}: not UTF-8 text", file.display()))?;
     parse_dotenv(&text)

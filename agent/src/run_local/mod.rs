@@ -667,8 +667,11 @@ fn write_summary(summary: &serde_json::Value, path: &Path) -> std::io::Result<()
 
 /// Parses a buildspec, printing its diagnostics; `None` when it is not valid.
 fn load_buildspec(path: &Path, display: &str, color: bool) -> Result<Buildspec, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {display}: {e}"))?;
+    let bytes =
+        agent_config::files::read_bounded(path, agent_config::files::MAX_FILE_BYTES, "a buildspec")
+            .map_err(|e| format!("error: cannot read {display}: {e}"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("error: cannot read {display}: it is not UTF-8 text"))?;
     let source = Source::new(display.to_string(), text);
     let parsed = buildspec::parse_buildspec(&source);
     let rendered = buildspec::render_all(&source, &parsed.diagnostics, color);
