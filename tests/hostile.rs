@@ -620,3 +620,15 @@ fn orphans_of_a_host_build_are_reaped_while_it_runs() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.printed("zombies=0"), "{}", run.stdout);
 }
+
+/// One member of a host batch ending sweeps its own processes only: the other member's
+/// command, still running, is not killed with them.
+#[test]
+fn a_host_batch_member_ending_leaves_the_others_running() {
+    let p = Project::new(
+        "version: 0.2\nbatch:\n  build-list:\n    - identifier: quick\n      env:\n        variables:\n          WAIT: \"0\"\n    - identifier: slow\n      env:\n        variables:\n          WAIT: \"3\"\nphases:\n  build:\n    commands:\n      - sleep $WAIT; echo \"$WAIT survived\"\n",
+    );
+    let run = run_local(&p, Exec::Host, &["--parallel", "2"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("[slow] 3 survived"), "{}", run.stdout);
+}

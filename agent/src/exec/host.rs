@@ -4,8 +4,8 @@
 //! A process may leave that group (`setsid`, a double fork) and ignore SIGTERM; it must
 //! still not outlive the build. The agent makes itself a child subreaper, so such orphans
 //! are reparented to it rather than to init, and marks every build shell's environment with
-//! a per-build random value; at cleanup every descendant of the agent and every process
-//! carrying the mark is killed and the agent's own orphans are reaped (see [`sweep`]). Where
+//! a per-build random value; at cleanup every descendant of the build's shells and every
+//! process carrying the mark is killed and the orphans it adopted are reaped (see [`sweep`]). Where
 //! the agent can create a cgroup v2 below its own, each shell first moves itself into a
 //! per-build cgroup, which cleanup kills as a whole before the sweep.
 
@@ -45,6 +45,25 @@ pub struct HostExecutor {
 /// The variable that marks every process of a build, whatever it did to its session.
 pub const MARK_VAR: &str = "AGENT_BUILD_MARK";
 
+/// The host builds this process runs now (a batch runs several): each one's mark and the
+/// shells it spawned, so that one build's sweep leaves the others' processes alone.
+type Live = StdMutex<HashMap<String, Arc<StdMutex<HashSet<i32>>>>>;
+static LIVE: std::sync::LazyLock<Live> = std::sync::LazyLock::new(Live::default);
+
+/// The marks and spawned shells of the other host builds running in this process.
+fn others(mark: &str) -> (Vec<String>, HashSet<i32>) {
+    let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut marks = Vec::new();
+    let mut shells = HashSet::new();
+    for (other, spawned) in live {
+        if other != mark {
+            marks.push(other);
+            shells.extend(spawned.lock().map(|s| s.clone()).unwrap_or_default());
+        }
+    }
+    (marks, shells)
+}
+
 impl HostExecutor {
     pub fn new(
         src_dir: &Path,
@@ -77,6 +96,9 @@ impl HostExecutor {
         }
         let mark = uuid::Uuid::new_v4().simple().to_string();
         let spawned = Arc::new(StdMutex::new(HashSet::from([group.as_raw()])));
+        if let Ok(mut live) = LIVE.lock() {
+            live.insert(mark.clone(), Arc::clone(&spawned));
+        }
         let reaper = tokio::runtime::Handle::try_current()
             .ok()
             .map(|rt| rt.spawn(reap_orphans(Arc::clone(&spawned))));
@@ -274,6 +296,9 @@ impl Executor for HostExecutor {
             left
         })
         .await;
+        if let Ok(mut live) = LIVE.lock() {
+            live.remove(&self.mark);
+        }
         match swept {
             Ok(left) if !left.is_empty() => {
                 tracing::warn!(pids = ?left, "processes of the build still alive after the sweep");
@@ -423,24 +448,36 @@ fn reap_adopted(
     }
 }
 
-/// Kills every process of the build: each descendant of the agent (orphans come back to it
-/// as a subreaper) and each process carrying the build's mark, again until none is left, and
-/// reaps the adopted ones. Returns the pids still alive after about two seconds.
+/// Kills every process of the build, again until none is left, and reaps the adopted ones
+/// it killed: each descendant of its shells, each process carrying its mark, and each
+/// other descendant of the agent (an orphan it adopted as a subreaper, even one that
+/// emptied its environment) that belongs to no other host build running in this process
+/// (a batch's members keep theirs). Returns the pids still alive after about two seconds.
 pub fn sweep(mark: &str, spawned: &HashSet<i32>) -> Vec<i32> {
     let me = std::process::id().cast_signed();
+    let (other_marks, other_shells) = others(mark);
     let mut left = Vec::new();
+    let mut killed = HashSet::new();
     for round in 0..100 {
         let all = processes();
-        reap_adopted(&all, me, spawned, None);
+        reap_adopted(&all, me, spawned, Some(&killed));
+        let ours = |pid: i32| {
+            let under = |shells: &HashSet<i32>| {
+                shells.contains(&pid) || shells.iter().any(|s| descends_from(&all, pid, *s))
+            };
+            if under(spawned) || carries_mark(pid, mark) {
+                return true;
+            }
+            descends_from(&all, pid, me)
+                && !under(&other_shells)
+                && !other_marks.iter().any(|m| carries_mark(pid, m))
+        };
         left = all
             .iter()
-            .filter(|(pid, entry)| {
-                **pid != me
-                    && !entry.zombie
-                    && (descends_from(&all, **pid, me) || carries_mark(**pid, mark))
-            })
+            .filter(|(pid, entry)| **pid != me && !entry.zombie && ours(**pid))
             .map(|(pid, _)| *pid)
             .collect();
+        killed.extend(left.iter().copied());
         if left.is_empty() {
             break;
         }
