@@ -140,7 +140,7 @@ fn bad_size() {
     bad(
         &with_source("[jobs]\nmemory = \"4q\""),
         "3:10",
-        "is not a size like `4g`",
+        "is not a size like 4g, 512m or a number of bytes",
     );
 }
 
