@@ -190,19 +190,7 @@ impl Loader<'_, '_> {
                     items,
                 }) => {
                     let end = collection_end(flow, span, items.iter().map(|n| n.span.end));
-                    let node = Node {
-                        value: Value::Seq(items),
-                        span: Span::new(start, end),
-                    };
-                    self.count(
-                        Size {
-                            nodes: 1,
-                            bytes: NODE_COST,
-                        },
-                        node.span,
-                        false,
-                    )?;
-                    self.complete(node, anchor)
+                    self.complete_collection(Value::Seq(items), Span::new(start, end), anchor)
                 }
                 _ => Ok(()),
             },
@@ -216,19 +204,7 @@ impl Loader<'_, '_> {
                 }) => {
                     let end = collection_end(flow, span, entries.iter().map(|(_, v)| v.span.end));
                     let entries = self.check_keys(entries);
-                    let node = Node {
-                        value: Value::Map(entries),
-                        span: Span::new(start, end),
-                    };
-                    self.count(
-                        Size {
-                            nodes: 1,
-                            bytes: NODE_COST,
-                        },
-                        node.span,
-                        false,
-                    )?;
-                    self.complete(node, anchor)
+                    self.complete_collection(Value::Map(entries), Span::new(start, end), anchor)
                 }
                 _ => Ok(()),
             },
@@ -279,6 +255,24 @@ impl Loader<'_, '_> {
         self.diags
             .error(Code::DocumentTooLarge, span, message, hint);
         Err(LoadAbort)
+    }
+
+    /// A sequence or mapping just closed: counted as one more node, then completed.
+    fn complete_collection(
+        &mut self,
+        value: Value,
+        span: Span,
+        anchor: usize,
+    ) -> Result<(), LoadAbort> {
+        self.count(
+            Size {
+                nodes: 1,
+                bytes: NODE_COST,
+            },
+            span,
+            false,
+        )?;
+        self.complete(Node { value, span }, anchor)
     }
 
     /// Hands a finished node to its parent, or makes it a document.
